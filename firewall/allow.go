@@ -1,0 +1,140 @@
+package firewall
+
+import (
+	"cmp"
+	"net/netip"
+	"slices"
+
+	"github.com/voipgw/voipgw/catalog"
+)
+
+// Allow is one allowlist entry after name resolution: phones may open new flows
+// to addresses in Prefix with this protocol and destination port range.
+type Allow struct {
+	Prefix netip.Prefix
+	Port   catalog.PortRange
+}
+
+// AddrRange is an inclusive address range; a Box is one non-overlapping element of
+// an `addr . proto . port` interval set.
+type AddrRange struct{ From, To netip.Addr }
+
+type Box struct {
+	Addr  AddrRange
+	Proto catalog.Proto
+	Ports [2]uint16 // inclusive
+}
+
+// exact reports whether the box is one address and one port: such elements go to the
+// hash set, everything else to the interval (pipapo) set.
+func (b Box) exact() bool { return b.Addr.From == b.Addr.To && b.Ports[0] == b.Ports[1] }
+
+func prefixRange(p netip.Prefix) AddrRange {
+	p = p.Masked()
+	from := p.Addr()
+	to := from.AsSlice()
+	for i := p.Bits(); i < len(to)*8; i++ {
+		to[i/8] |= 0x80 >> (i % 8)
+	}
+	end, _ := netip.AddrFromSlice(to)
+	return AddrRange{From: from, To: end}
+}
+
+// normalize turns possibly overlapping allow entries of one address family into
+// disjoint boxes: the kernel rejects overlapping elements in interval sets (EEXIST),
+// and the catalog overlaps by nature (DNS to anywhere vs. DNS to a Webex subnet,
+// one host listed by two profiles).
+//
+// It sweeps the port axis per protocol: between consecutive port breakpoints the set
+// of covering entries is constant, so the addresses allowed there are the union of
+// their ranges. Neighbouring port slices with identical address unions are merged
+// again. The result is deterministic (sorted) and, for the usual catalog of single
+// hosts with a few ports each, no larger than the input.
+func normalize(allows []Allow) []Box {
+	byProto := map[catalog.Proto][]Allow{}
+	for _, a := range allows {
+		byProto[a.Port.Proto] = append(byProto[a.Port.Proto], a)
+	}
+	protos := make([]catalog.Proto, 0, len(byProto))
+	for p := range byProto {
+		protos = append(protos, p)
+	}
+	slices.Sort(protos)
+
+	var out []Box
+	for _, proto := range protos {
+		entries := byProto[proto]
+		// Breakpoints: every First and Last+1.
+		var cuts []int
+		for _, e := range entries {
+			cuts = append(cuts, int(e.Port.First), int(e.Port.Last)+1)
+		}
+		slices.Sort(cuts)
+		cuts = slices.Compact(cuts)
+
+		type slice struct {
+			from, to int
+			addrs    []AddrRange
+		}
+		var slicesOut []slice
+		for i := 0; i+1 < len(cuts); i++ {
+			from, to := cuts[i], cuts[i+1]-1
+			var rs []AddrRange
+			for _, e := range entries {
+				if int(e.Port.First) <= from && to <= int(e.Port.Last) {
+					rs = append(rs, prefixRange(e.Prefix))
+				}
+			}
+			if len(rs) == 0 {
+				continue
+			}
+			rs = unionRanges(rs)
+			if n := len(slicesOut); n > 0 && slicesOut[n-1].to+1 == from && slices.Equal(slicesOut[n-1].addrs, rs) {
+				slicesOut[n-1].to = to
+				continue
+			}
+			slicesOut = append(slicesOut, slice{from: from, to: to, addrs: rs})
+		}
+		for _, s := range slicesOut {
+			for _, r := range s.addrs {
+				out = append(out, Box{Addr: r, Proto: proto, Ports: [2]uint16{uint16(s.from), uint16(s.to)}})
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b Box) int {
+		return cmp.Or(a.Addr.From.Compare(b.Addr.From), cmp.Compare(a.Proto, b.Proto), cmp.Compare(a.Ports[0], b.Ports[0]))
+	})
+	return out
+}
+
+// unionRanges merges overlapping and adjacent ranges; the result is sorted.
+func unionRanges(rs []AddrRange) []AddrRange {
+	slices.SortFunc(rs, func(a, b AddrRange) int { return a.From.Compare(b.From) })
+	out := rs[:1]
+	for _, r := range rs[1:] {
+		last := &out[len(out)-1]
+		next := last.To.Next()
+		if r.From.Compare(last.To) <= 0 || (next.IsValid() && r.From == next) {
+			if r.To.Compare(last.To) > 0 {
+				last.To = r.To
+			}
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// rangeText prints a range as nft lists it: a single address, a prefix when the range is one, else a-b.
+func (r AddrRange) text() string {
+	if r.From == r.To {
+		return r.From.String()
+	}
+	for bits := 0; bits <= r.From.BitLen(); bits++ {
+		p := netip.PrefixFrom(r.From, bits)
+		if p.Masked().Addr() == r.From && prefixRange(p).To == r.To {
+			return p.String()
+		}
+	}
+	return r.From.String() + "-" + r.To.String()
+}

@@ -1,0 +1,378 @@
+// Package firewall turns voipgw's policy into one nftables table (family inet):
+// built as pure data by Build, printed by Render in nft syntax, installed by Apply
+// in a single netlink transaction and read back by ReadStatus.
+package firewall
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// Spec is everything the table depends on: config plus resolved addresses. It is
+// plain data; Build is a pure function of it.
+type Spec struct {
+	Table      string       // nft table name (family inet)
+	VoIPIf     string       // the VoIP network interface
+	WAN        string       // WAN device
+	LAN        []string     // data LAN devices, isolated from the VoIP network both ways
+	Subnet4    netip.Prefix // the phones' IPv4 subnet (masqueraded on WAN)
+	Subnet6    netip.Prefix // optional
+	Allow      []Allow      // resolved allowlist
+	Scan       ScanSpec
+	ICMPRate   uint64 // echo requests per second accepted from the phones to the router
+	ConfigHash string // recorded in the table and shown by status
+}
+
+// ScanSpec configures port-scan detection on WAN.
+type ScanSpec struct {
+	Enabled   bool
+	Threshold uint32        // unsolicited new connection attempts ...
+	Window    time.Duration // ... within this time make a scanner
+	Timeout   time.Duration // how long a scanner stays in the set
+}
+
+// Names of the named counters: the rule groups `voipgw status` reports.
+const (
+	CounterAllowed        = "allowed"
+	CounterNotAllowlisted = "blocked_not_allowlisted"
+	CounterLAN            = "blocked_lan"
+	CounterInbound        = "blocked_inbound"
+	CounterRouter         = "blocked_router"
+	CounterScanners       = "scanners"
+	CounterScanDetected   = "scanners_detected"
+)
+
+// Counters lists the counter objects in the order status prints them.
+var Counters = []string{CounterAllowed, CounterNotAllowlisted, CounterLAN, CounterInbound, CounterRouter, CounterScanDetected, CounterScanners}
+
+// Set names used by the table; other issues' daemons address sets by these names.
+const (
+	SetLANIfs      = "lan_ifs"
+	SetAllow4      = "allow4"
+	SetAllow4Range = "allow4_ranges"
+	SetAllow6      = "allow6"
+	SetAllow6Range = "allow6_ranges"
+	SetPlatform4   = "platform4"
+	SetPlatform6   = "platform6"
+	SetScanners4   = "scanners4"
+	SetScanners6   = "scanners6"
+	SetScanRate4   = "scan_rate4"
+	SetScanRate6   = "scan_rate6"
+)
+
+// Table is the desired nftables table as data.
+type Table struct {
+	Name     string
+	Counters []string
+	Sets     []*Set
+	Chains   []*Chain
+}
+
+// Field is one component of a set key, with its nft datatype.
+type Field = nftables.SetDatatype
+
+// Set is a named set with its elements.
+type Set struct {
+	Name     string
+	Fields   []Field
+	Interval bool
+	Dynamic  bool          // filled from the packet path (flags dynamic)
+	Timeout  time.Duration // default element timeout (flags timeout)
+	Size     uint32
+	Keep     bool // elements survive a re-apply (learned state such as scanners)
+	Comment  string
+	Elems    []Elem
+}
+
+// Elem is one set element: its text as nft lists it and its key bytes.
+type Elem struct {
+	Text   string
+	Key    []byte
+	KeyEnd []byte // for interval sets: inclusive end (concatenations) or nil
+}
+
+// Chain is a chain; a base chain has a Hook.
+type Chain struct {
+	Name     string
+	Hook     *Hook
+	Rules    []Rule
+	Comment  string
+	ruleText []string
+}
+
+// Hook makes a base chain.
+type Hook struct {
+	Type     nftables.ChainType
+	Hooknum  *nftables.ChainHook
+	HookName string
+	Priority int32
+	PrioText string
+}
+
+// Rule is a sequence of statements and an optional comment.
+type Rule struct {
+	Stmts   []Stmt
+	Comment string
+}
+
+func rule(stmts ...Stmt) Rule { return Rule{Stmts: stmts} }
+
+// Text is the rule as nft prints it.
+func (r Rule) Text() string {
+	s := ""
+	for i, st := range r.Stmts {
+		if i > 0 {
+			s += " "
+		}
+		s += st.Text
+	}
+	if r.Comment != "" {
+		s += " comment " + quote(r.Comment)
+	}
+	return s
+}
+
+// Exprs is the rule's netlink expressions.
+func (r Rule) Exprs() []expr.Any {
+	var out []expr.Any
+	for _, st := range r.Stmts {
+		out = append(out, st.Exprs...)
+	}
+	return out
+}
+
+// Build makes the desired table from a spec. It is pure: no kernel access.
+func Build(s Spec) (*Table, error) {
+	if s.Table == "" || s.VoIPIf == "" || s.WAN == "" || !s.Subnet4.IsValid() {
+		return nil, fmt.Errorf("firewall spec incomplete: table, VoIP interface, WAN and IPv4 subnet are required")
+	}
+	t := &Table{Name: s.Table, Counters: Counters}
+
+	var allow4, allow6 []Allow
+	for _, a := range s.Allow {
+		if a.Prefix.Addr().Is4() {
+			allow4 = append(allow4, a)
+		} else {
+			allow6 = append(allow6, a)
+		}
+	}
+	exact4, ranges4 := splitBoxes(normalize(allow4))
+	exact6, ranges6 := splitBoxes(normalize(allow6))
+	plat4, plat6 := platformRanges(s.Allow)
+
+	t.Sets = append(t.Sets,
+		&Set{Name: SetLANIfs, Fields: []Field{nftables.TypeIFName}, Comment: "data LAN devices", Elems: ifnameElems(s.LAN)},
+		&Set{Name: SetAllow4, Fields: allowFields(false), Comment: "allowlist: single address and port", Elems: boxElems(exact4, false)},
+		&Set{Name: SetAllow4Range, Fields: allowFields(false), Interval: true, Comment: "allowlist: subnets and port ranges", Elems: boxElems(ranges4, true)},
+		&Set{Name: SetAllow6, Fields: allowFields(true), Comment: "allowlist: single address and port", Elems: boxElems(exact6, false)},
+		&Set{Name: SetAllow6Range, Fields: allowFields(true), Interval: true, Comment: "allowlist: subnets and port ranges", Elems: boxElems(ranges6, true)},
+		&Set{Name: SetPlatform4, Fields: []Field{nftables.TypeIPAddr}, Interval: true, Comment: "allowlisted destinations, never treated as scanners", Elems: rangeElems(plat4)},
+		&Set{Name: SetPlatform6, Fields: []Field{nftables.TypeIP6Addr}, Interval: true, Comment: "allowlisted destinations, never treated as scanners", Elems: rangeElems(plat6)},
+	)
+	if s.Scan.Enabled {
+		t.Sets = append(t.Sets,
+			&Set{Name: SetScanners4, Fields: []Field{nftables.TypeIPAddr}, Dynamic: true, Timeout: s.Scan.Timeout, Size: 65535, Keep: true, Comment: "port scanners, dropped silently"},
+			&Set{Name: SetScanners6, Fields: []Field{nftables.TypeIP6Addr}, Dynamic: true, Timeout: s.Scan.Timeout, Size: 65535, Keep: true, Comment: "port scanners (/64), dropped silently"},
+			&Set{Name: SetScanRate4, Fields: []Field{nftables.TypeIPAddr}, Dynamic: true, Timeout: s.Scan.Window, Size: 65535, Comment: "per-source rate of unsolicited new connections"},
+			&Set{Name: SetScanRate6, Fields: []Field{nftables.TypeIP6Addr}, Dynamic: true, Timeout: s.Scan.Window, Size: 65535, Comment: "per-/64 rate of unsolicited new connections"},
+		)
+	}
+
+	established := ctState(false, expr.CtStateBitESTABLISHED, expr.CtStateBitRELATED)
+	invalid := ctState(false, expr.CtStateBitINVALID)
+
+	// prerouting: scanners are dropped before conntrack-based NAT or routing decide
+	// anything, which covers both the router itself (input) and the phones (forward).
+	if s.Scan.Enabled {
+		t.Chains = append(t.Chains, &Chain{
+			Name: "prerouting", Hook: filterHook(nftables.ChainHookPrerouting, "prerouting", -150, "mangle"),
+			Rules: []Rule{rule(iifname(s.WAN, false), jump("wan_scan"))},
+		})
+		rate, unit := scanRate(s.Scan.Threshold, s.Scan.Window)
+		t.Chains = append(t.Chains, &Chain{Name: "wan_scan", Comment: "port-scan detection on WAN", Rules: []Rule{
+			rule(saddrIn(false, SetScanners4), counterName(CounterScanners), drop()),
+			rule(saddr64In(SetScanners6), counterName(CounterScanners), drop()),
+			rule(ctState(true, expr.CtStateBitNEW), ret()),
+			rule(saddrIn(false, SetPlatform4), ret()),
+			rule(saddrIn(true, SetPlatform6), ret()),
+			rule(updateSetWithLimit(false, SetScanRate4, limitRate(true, rate, unit, s.Scan.Threshold)),
+				addToSet(false, SetScanners4, s.Scan.Timeout), counterName(CounterScanDetected), drop()),
+			rule(updateSetWithLimit(true, SetScanRate6, limitRate(true, rate, unit, s.Scan.Threshold)),
+				addToSet(true, SetScanners6, s.Scan.Timeout), counterName(CounterScanDetected), drop()),
+		}})
+	}
+
+	// input: what phones may ask of the router itself.
+	icmpRate := s.ICMPRate
+	if icmpRate == 0 {
+		icmpRate = 10
+	}
+	t.Chains = append(t.Chains,
+		&Chain{Name: "input", Hook: filterHook(nftables.ChainHookInput, "input", 0, "filter"), Rules: []Rule{
+			rule(iifname(s.VoIPIf, false), jump("voip_to_router")),
+		}},
+		&Chain{Name: "voip_to_router", Comment: "phones to the router: DHCP, DNS, NTP, ping", Rules: []Rule{
+			rule(established, accept()),
+			rule(dport(unix.IPPROTO_UDP, 67), accept()),
+			rule(dport(unix.IPPROTO_UDP, 547), accept()),
+			rule(dport(unix.IPPROTO_UDP, 53), accept()),
+			rule(dport(unix.IPPROTO_TCP, 53), accept()),
+			rule(dport(unix.IPPROTO_UDP, 123), accept()),
+			rule(icmpType(unix.IPPROTO_ICMP, icmpEchoRequest), limitRate(false, icmpRate, expr.LimitTimeSecond, 0), accept()),
+			rule(icmpType(unix.IPPROTO_ICMPV6, icmp6EchoRequest), limitRate(false, icmpRate, expr.LimitTimeSecond, 0), accept()),
+			rule(icmpType(unix.IPPROTO_ICMPV6, icmp6RouterSol), accept()),
+			rule(icmpType(unix.IPPROTO_ICMPV6, icmp6NeighborSol), accept()),
+			rule(icmpType(unix.IPPROTO_ICMPV6, icmp6NeighborAdv), accept()),
+			rule(icmpType(unix.IPPROTO_ICMPV6, icmp6MLDv2Report), accept()),
+			rule(counterName(CounterRouter), drop()),
+		}},
+	)
+
+	// forward: the policy between the phones, the LAN and the internet.
+	fwdFirst := rule(iifname(s.VoIPIf, false), jump("voip_out"))
+	fwdFirst.Comment = ConfigComment(s.ConfigHash)
+	t.Chains = append(t.Chains,
+		&Chain{Name: "forward", Hook: filterHook(nftables.ChainHookForward, "forward", 0, "filter"), Rules: []Rule{
+			fwdFirst,
+			rule(oifname(s.VoIPIf, false), jump("voip_in")),
+		}},
+		&Chain{Name: "voip_out", Comment: "phones to anywhere: only the allowlist, only via WAN", Rules: []Rule{
+			rule(oifnameIn(SetLANIfs), counterName(CounterLAN), drop()),
+			rule(oifname(s.WAN, true), counterName(CounterLAN), drop()),
+			rule(established, accept()),
+			rule(invalid, drop()),
+			rule(daddrProtoPortIn(false, SetAllow4), counterName(CounterAllowed), accept()),
+			rule(daddrProtoPortIn(false, SetAllow4Range), counterName(CounterAllowed), accept()),
+			rule(daddrProtoPortIn(true, SetAllow6), counterName(CounterAllowed), accept()),
+			rule(daddrProtoPortIn(true, SetAllow6Range), counterName(CounterAllowed), accept()),
+			rule(counterName(CounterNotAllowlisted), drop()),
+		}},
+		&Chain{Name: "voip_in", Comment: "anything to the phones: replies from WAN only", Rules: []Rule{
+			rule(iifnameIn(SetLANIfs), counterName(CounterLAN), drop()),
+			rule(iifname(s.WAN, true), counterName(CounterLAN), drop()),
+			rule(established, accept()),
+			rule(counterName(CounterInbound), drop()),
+		}},
+		&Chain{Name: "postrouting", Hook: &Hook{Type: nftables.ChainTypeNAT, Hooknum: nftables.ChainHookPostrouting,
+			HookName: "postrouting", Priority: 100, PrioText: "srcnat"}, Rules: []Rule{
+			rule(oifname(s.WAN, false), addrInPrefix(addrField{}, s.Subnet4, false), masquerade()),
+		}},
+	)
+	return t, nil
+}
+
+// ConfigComment is the comment that carries the applied config's hash in the table,
+// so `voipgw status` can read it back from the kernel.
+func ConfigComment(hash string) string { return "voipgw config " + hash }
+
+func filterHook(h *nftables.ChainHook, name string, prio int32, prioText string) *Hook {
+	return &Hook{Type: nftables.ChainTypeFilter, Hooknum: h, HookName: name, Priority: prio, PrioText: prioText}
+}
+
+// scanRate converts "more than N in T" into nft's integer rate per unit; the burst is N,
+// so the (N+1)th attempt in a burst trips the detector.
+func scanRate(n uint32, window time.Duration) (uint64, expr.LimitTime) {
+	secs := uint64(window / time.Second)
+	if secs == 0 {
+		secs = 1
+	}
+	if uint64(n)%secs == 0 {
+		return uint64(n) / secs, expr.LimitTimeSecond
+	}
+	perMin := (uint64(n)*60 + secs - 1) / secs
+	return perMin, expr.LimitTimeMinute
+}
+
+func allowFields(v6 bool) []Field {
+	addr := nftables.TypeIPAddr
+	if v6 {
+		addr = nftables.TypeIP6Addr
+	}
+	return []Field{addr, nftables.TypeInetProto, nftables.TypeInetService}
+}
+
+func splitBoxes(bs []Box) (exact, ranges []Box) {
+	for _, b := range bs {
+		if b.exact() {
+			exact = append(exact, b)
+		} else {
+			ranges = append(ranges, b)
+		}
+	}
+	return exact, ranges
+}
+
+// platformRanges are the allowlisted destinations that are specific (not "any"):
+// inbound new connections from them are never counted as scans.
+func platformRanges(allows []Allow) (v4, v6 []AddrRange) {
+	for _, a := range allows {
+		if a.Prefix.Bits() < 8 {
+			continue // DNS/NTP to anywhere must not exempt the whole internet
+		}
+		if a.Prefix.Addr().Is4() {
+			v4 = append(v4, prefixRange(a.Prefix))
+		} else {
+			v6 = append(v6, prefixRange(a.Prefix))
+		}
+	}
+	if len(v4) > 0 {
+		v4 = unionRanges(v4)
+	}
+	if len(v6) > 0 {
+		v6 = unionRanges(v6)
+	}
+	return v4, v6
+}
+
+func pad4(b []byte) []byte {
+	for len(b)%4 != 0 {
+		b = append(b, 0)
+	}
+	return b
+}
+
+func boxKey(addr netip.Addr, proto uint8, port uint16) []byte {
+	k := pad4(addr.AsSlice())
+	k = append(k, pad4([]byte{proto})...)
+	return append(k, pad4([]byte{byte(port >> 8), byte(port)})...)
+}
+
+func boxElems(bs []Box, interval bool) []Elem {
+	out := make([]Elem, 0, len(bs))
+	for _, b := range bs {
+		port := fmt.Sprint(b.Ports[0])
+		if b.Ports[0] != b.Ports[1] {
+			port = fmt.Sprintf("%d-%d", b.Ports[0], b.Ports[1])
+		}
+		e := Elem{
+			Text: fmt.Sprintf("%s . %s . %s", b.Addr.text(), b.Proto, port),
+			Key:  boxKey(b.Addr.From, uint8(b.Proto), b.Ports[0]),
+		}
+		if interval {
+			e.KeyEnd = boxKey(b.Addr.To, uint8(b.Proto), b.Ports[1])
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+func rangeElems(rs []AddrRange) []Elem {
+	out := make([]Elem, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, Elem{Text: r.text(), Key: r.From.AsSlice(), KeyEnd: r.To.AsSlice()})
+	}
+	return out
+}
+
+func ifnameElems(names []string) []Elem {
+	out := make([]Elem, 0, len(names))
+	for _, n := range names {
+		out = append(out, Elem{Text: quote(n), Key: ifnameBytes(n)})
+	}
+	return out
+}
