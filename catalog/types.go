@@ -131,6 +131,12 @@ func ParseDest(s string) (Dest, error) {
 		if p.Masked() != p {
 			return Dest{}, fmt.Errorf("destination %q has host bits set (did you mean %s?)", s, p.Masked())
 		}
+		// An IPv4-mapped prefix (::ffff:a.b.c.d/n, n >= 96) means IPv4
+		// addresses, as a single mapped address does below; left mapped it
+		// would land in an IPv6 set and never match.
+		if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+		}
 		return Dest{Kind: DestPrefix, Prefix: p}, nil
 	}
 	if a, err := netip.ParseAddr(s); err == nil {
