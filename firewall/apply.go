@@ -175,9 +175,9 @@ func readCarryOver(c *nftables.Conn, t *Table) (carryOver, error) {
 		return co, fmt.Errorf("read counters: %w", err)
 	}
 	for _, o := range objs {
-		if ctr, ok := o.(*nftables.CounterObj); ok {
-			if _, wanted := co.counters[ctr.Name]; wanted {
-				co.counters[ctr.Name] = ctr
+		if name, ctr, ok := counterOf(o); ok {
+			if _, wanted := co.counters[name]; wanted {
+				co.counters[name] = &nftables.CounterObj{Name: name, Packets: ctr.Packets, Bytes: ctr.Bytes}
 			}
 		}
 	}
