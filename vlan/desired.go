@@ -60,6 +60,10 @@ func (d Desired) Validate() error {
 	}
 	if err := checkName("interface name", d.Name); err != nil {
 		errs = append(errs, err)
+	} else if d.Name == "all" || d.Name == "default" || d.Name == "lo" {
+		// "all" and "default" are the names of the global entries in
+		// /proc/sys/net/ipv[46]/conf/; lo is the loopback.
+		bad("%q cannot be the VoIP interface", d.Name)
 	}
 	switch {
 	case d.VID < 0 || d.VID > 4094:

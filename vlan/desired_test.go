@@ -40,6 +40,9 @@ func TestValidate(t *testing.T) {
 		{"slash", Desired{Name: "a/b", Addrs: v4}, []string{"not allowed"}},
 		{"colon", Desired{Name: "eth0:1", Addrs: v4}, []string{"not allowed"}},
 		{"dot", Desired{Name: ".", Addrs: v4}, []string{"not a valid interface name"}},
+		{"all", Desired{Name: "all", Addrs: v4}, []string{`"all" cannot be the VoIP interface`}},
+		{"default", Desired{Name: "default", Addrs: v4}, []string{`"default" cannot be`}},
+		{"loopback device", Desired{Name: "lo", Addrs: v4}, []string{`"lo" cannot be`}},
 		{"dotdot", Desired{Name: "..", Addrs: v4}, []string{"not a valid interface name"}},
 		{"non-ascii", Desired{Name: "vöice", Addrs: v4}, []string{"not allowed"}},
 		{"vid negative", Desired{Name: "v", Parent: "eth0", VID: -1, Addrs: v4}, []string{"vlan id -1 out of range"}},
@@ -194,5 +197,22 @@ func TestStateJSON(t *testing.T) {
 	}
 	if !(State{}).IsZero() || s.IsZero() {
 		t.Error("IsZero wrong")
+	}
+}
+
+func TestIsIfSysctlOf(t *testing.T) {
+	for _, tc := range []struct {
+		key, ifname string
+		want        bool
+	}{
+		{"net.ipv6.conf.lan4/20.accept_ra", "lan4.20", true},
+		{"net.ipv4.conf.voice.forwarding", "voice", true},
+		{"net.ipv6.conf.voice2.accept_ra", "voice", false},
+		{"net.ipv6.conf.all.forwarding", "all", true},
+		{"net.ipv4.ip_forward", "voice", false},
+	} {
+		if got := isIfSysctlOf(tc.key, tc.ifname); got != tc.want {
+			t.Errorf("isIfSysctlOf(%q, %q) = %v", tc.key, tc.ifname, got)
+		}
 	}
 }

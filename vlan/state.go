@@ -79,6 +79,12 @@ func ifSysctl(family, ifname, leaf string) string {
 	return "net." + family + ".conf." + strings.ReplaceAll(ifname, ".", "/") + "." + leaf
 }
 
+// isIfSysctlOf reports whether key is a per-interface sysctl of ifname.
+func isIfSysctlOf(key, ifname string) bool {
+	n := strings.ReplaceAll(ifname, ".", "/")
+	return strings.HasPrefix(key, "net.ipv4.conf."+n+".") || strings.HasPrefix(key, "net.ipv6.conf."+n+".")
+}
+
 const (
 	sysIPv4Forward = "net.ipv4.ip_forward"
 	sysIPv6Forward = "net.ipv6.conf.all.forwarding"
