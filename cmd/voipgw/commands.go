@@ -1,0 +1,377 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/voipgw/voipgw/config"
+	"github.com/voipgw/voipgw/firewall"
+	"github.com/voipgw/voipgw/resolver"
+	"github.com/voipgw/voipgw/vlan"
+)
+
+// plan is everything apply needs, computed without touching the system.
+type plan struct {
+	cfg        *config.Config
+	hash       string
+	table      *firewall.Table
+	desired    vlan.Desired
+	unresolved []firewall.Unresolved
+}
+
+func loadConfig(path string, log *slog.Logger) (*config.Config, error) {
+	cfg, warnings, err := config.Load(path)
+	for _, w := range warnings {
+		log.Warn("config: " + w.String())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+func makePlan(ctx context.Context, o *options, log *slog.Logger, resolve bool) (*plan, error) {
+	cfg, err := loadConfig(o.config, log)
+	if err != nil {
+		return nil, err
+	}
+	p := &plan{cfg: cfg, hash: cfg.Hash()}
+	resolved := map[string][]netip.Addr{}
+	if names := firewall.HostNames(cfg); resolve && len(names) > 0 {
+		r := &resolver.Resolver{Upstreams: cfg.DNS.Upstream}
+		if len(r.Upstreams) == 0 {
+			if r.Upstreams, err = resolver.SystemUpstreams("/etc/resolv.conf"); err != nil {
+				return nil, fmt.Errorf("resolve the allowlist's host names: %w (set list upstream in a dns section)", err)
+			}
+		}
+		log.Info("resolving allowlist host names", "names", len(names), "upstream", fmt.Sprint(r.Upstreams))
+		start := time.Now()
+		results := r.LookupAll(ctx, names, func(done, total int) {
+			if done%20 == 0 && done < total {
+				log.Info("resolving", "done", done, "of", total)
+			}
+		})
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		ok := 0
+		for name, res := range results {
+			if res.Err == nil {
+				resolved[name] = res.Addrs
+				ok++
+			}
+		}
+		log.Info("resolved", "names", ok, "of", len(names), "took", time.Since(start).Round(time.Millisecond))
+	}
+	spec, missing := firewall.SpecFromConfig(cfg, resolved, p.hash)
+	p.unresolved = missing
+	if p.table, err = firewall.Build(spec); err != nil {
+		return nil, err
+	}
+	addrs := []netip.Prefix{cfg.Net.IPv4}
+	if cfg.Net.IPv6.IsValid() {
+		addrs = append(addrs, cfg.Net.IPv6)
+	}
+	p.desired = vlan.Desired{Name: cfg.Net.Ifname, VID: cfg.Net.VID, Addrs: addrs, AccessPorts: cfg.Net.AccessPorts}
+	if cfg.Net.VID != 0 {
+		p.desired.Parent = cfg.Net.Device
+	}
+	if err := p.desired.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: voipgw.%s: %w", o.config, cfg.Net.Section, err)
+	}
+	return p, nil
+}
+
+func cmdRender(ctx context.Context, o *options, out io.Writer, log *slog.Logger) error {
+	p, err := makePlan(ctx, o, log, !o.noResolve)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "# voipgw %s, config %s (hash %s)\n", version, o.config, p.hash)
+	fmt.Fprintf(out, "# profiles: %s\n", strings.Join(p.cfg.Profiles, ", "))
+	for _, u := range p.unresolved {
+		fmt.Fprintf(out, "# not in the table: %s %s (%s)\n", u.Source, u.Dest, u.Reason)
+	}
+	_, err = io.WriteString(out, p.table.Render())
+	return err
+}
+
+// lockState serialises voipgw runs that change the system (hotplug, reload and an
+// admin at the shell can overlap).
+func lockState(dir string) (func(), error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create state dir: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", f.Name(), err)
+	}
+	return func() { f.Close() }, nil
+}
+
+func cmdApply(ctx context.Context, o *options, out io.Writer, log *slog.Logger) error {
+	p, err := makePlan(ctx, o, log, true)
+	if err != nil {
+		return err
+	}
+	for _, u := range p.unresolved {
+		log.Warn("allowlist entry not in the table", "source", u.Source, "dest", u.Dest, "reason", u.Reason)
+	}
+	unlock, err := lockState(o.stateDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	prev, err := loadRecord(o.stateDir)
+	if err != nil {
+		return err
+	}
+	var prevVLAN vlan.State
+	if prev != nil && prev.VLAN.Name == p.desired.Name {
+		prevVLAN = prev.VLAN
+	}
+
+	vst, changes, undo, err := vlan.Apply(ctx, p.desired, prevVLAN)
+	if err != nil {
+		return fmt.Errorf("VoIP network %s: %w (nothing changed)", p.desired.Name, err)
+	}
+	for _, c := range changes {
+		log.Info("network: " + c)
+	}
+	if err := firewall.Apply(p.table); err != nil {
+		if uerr := undo(); uerr != nil {
+			return fmt.Errorf("%w; undoing the network changes also failed: %v", err, uerr)
+		}
+		return fmt.Errorf("%w; the network changes of this run were undone", err)
+	}
+	log.Info("table installed", "table", "inet "+p.table.Name, "config", p.hash)
+
+	// What the previous apply made under other names is no longer wanted.
+	if prev != nil && prev.Table != "" && prev.Table != p.table.Name {
+		if _, err := firewall.Delete(prev.Table); err != nil {
+			log.Warn("could not remove the previous table", "table", prev.Table, "err", err)
+		}
+	}
+	if prev != nil && prev.VLAN.Name != "" && prev.VLAN.Name != p.desired.Name {
+		if ch, err := vlan.Remove(ctx, prev.VLAN); err != nil {
+			log.Warn("could not remove the previous VoIP interface", "ifname", prev.VLAN.Name, "err", err)
+		} else {
+			for _, c := range ch {
+				log.Info("network: " + c)
+			}
+		}
+	}
+	rec := &record{Table: p.table.Name, ConfigHash: p.hash, ConfigPath: o.config, AppliedAt: time.Now().UTC(), VLAN: vst}
+	if err := saveRecord(o.stateDir, rec); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "applied config %s: interface %s, table inet %s\n", p.hash, p.desired.Name, p.table.Name)
+	return nil
+}
+
+func cmdDown(ctx context.Context, o *options, out io.Writer, log *slog.Logger) error {
+	unlock, err := lockState(o.stateDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	rec, err := loadRecord(o.stateDir)
+	if err != nil {
+		return err
+	}
+	table := ""
+	var vst vlan.State
+	if rec != nil {
+		table, vst = rec.Table, rec.VLAN
+	} else {
+		// No record (e.g. it was lost): remove only what carries voipgw's marks.
+		cfg, err := loadConfig(o.config, log)
+		if err != nil {
+			return fmt.Errorf("no record of an apply in %s, and the config cannot say what to remove: %w", o.stateDir, err)
+		}
+		table = cfg.Table
+		st, err := firewall.ReadStatus(table)
+		if err == nil && st.Present && st.ConfigHash == "" {
+			return fmt.Errorf("table inet %s exists but was not made by voipgw; not removing it", table)
+		}
+		vst = stateFromKernel(cfg.Net.Ifname)
+	}
+	removed, err := firewall.Delete(table)
+	if err != nil {
+		return err
+	}
+	if removed {
+		log.Info("removed table", "table", "inet "+table)
+	}
+	changes, err := vlan.Remove(ctx, vst)
+	for _, c := range changes {
+		log.Info("network: " + c)
+	}
+	if err != nil {
+		return fmt.Errorf("remove VoIP network: %w", err)
+	}
+	if err := removeRecord(o.stateDir); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "voipgw is down: table inet %s removed, %d network changes undone\n", table, len(changes))
+	return nil
+}
+
+// statusReport is what `voipgw status` prints; every field is read from the kernel
+// except those marked as coming from the record or the config file.
+type statusReport struct {
+	Interface     vlan.Status     `json:"interface"`
+	Firewall      firewall.Status `json:"firewall"`
+	Scanners      []string        `json:"scanners"`
+	RecordedHash  string          `json:"recorded_config_hash,omitempty"` // from the state record
+	ConfigHash    string          `json:"config_file_hash,omitempty"`     // of the config file now
+	AppliedAt     *time.Time      `json:"applied_at,omitempty"`
+	Problems      []string        `json:"problems"`
+	ConfigPath    string          `json:"config_path"`
+	StateRecorded bool            `json:"state_recorded"`
+}
+
+func cmdStatus(ctx context.Context, o *options, out io.Writer, log *slog.Logger) error {
+	rep := statusReport{ConfigPath: o.config, Problems: []string{}, Scanners: []string{}}
+	rec, err := loadRecord(o.stateDir)
+	if err != nil {
+		rep.Problems = append(rep.Problems, err.Error())
+	}
+	table, ifname := config.DefaultTable, ""
+	if cfg, _, err := config.Load(o.config); err == nil {
+		table, ifname = cfg.Table, cfg.Net.Ifname
+		rep.ConfigHash = cfg.Hash()
+	} else if !errors.Is(err, os.ErrNotExist) {
+		rep.Problems = append(rep.Problems, "config: "+err.Error())
+	}
+	if rec != nil {
+		rep.StateRecorded = true
+		table, ifname = rec.Table, rec.VLAN.Name
+		rep.RecordedHash = rec.ConfigHash
+		t := rec.AppliedAt
+		rep.AppliedAt = &t
+	}
+	if ifname != "" {
+		if rep.Interface, err = vlan.Read(ifname); err != nil {
+			rep.Problems = append(rep.Problems, "interface: "+err.Error())
+		}
+		if !rep.Interface.Exists {
+			rep.Problems = append(rep.Problems, fmt.Sprintf("VoIP interface %s does not exist", ifname))
+		} else if !rep.Interface.Up {
+			rep.Problems = append(rep.Problems, fmt.Sprintf("VoIP interface %s is down", ifname))
+		}
+	}
+	if rep.Firewall, err = firewall.ReadStatus(table); err != nil {
+		rep.Problems = append(rep.Problems, "firewall: "+err.Error())
+	}
+	if !rep.Firewall.Present {
+		rep.Problems = append(rep.Problems, fmt.Sprintf("table inet %s is not installed: phones are not restricted", table))
+	} else {
+		if rep.ConfigHash != "" && rep.Firewall.ConfigHash != rep.ConfigHash {
+			rep.Problems = append(rep.Problems, fmt.Sprintf("the kernel has config %s but %s is now %s: run voipgw apply", rep.Firewall.ConfigHash, o.config, rep.ConfigHash))
+		}
+		for _, set := range []string{firewall.SetScanners4, firewall.SetScanners6} {
+			elems, err := firewall.SetElements(table, set)
+			if err != nil {
+				continue
+			}
+			for _, e := range elems {
+				if a, ok := netip.AddrFromSlice(e.Key); ok {
+					rep.Scanners = append(rep.Scanners, fmt.Sprintf("%s (expires in %s)", a, e.Expires.Round(time.Second)))
+				}
+			}
+		}
+	}
+	if o.json {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	printStatus(out, &rep)
+	if len(rep.Problems) > 0 {
+		return fmt.Errorf("%d problem(s)", len(rep.Problems))
+	}
+	return nil
+}
+
+func printStatus(out io.Writer, r *statusReport) {
+	i := r.Interface
+	fmt.Fprintf(out, "VoIP network\n")
+	if i.Exists {
+		up := "down"
+		if i.Up {
+			up = "up"
+		}
+		kind := i.Kind
+		if i.VID != 0 {
+			kind = fmt.Sprintf("%s vid %d on %s", i.Kind, i.VID, i.Parent)
+		}
+		var addrs []string
+		for _, a := range i.Addrs {
+			addrs = append(addrs, a.String())
+		}
+		fmt.Fprintf(out, "  interface  %s (%s) %s, oper %s\n", i.Name, kind, up, i.OperState)
+		fmt.Fprintf(out, "  addresses  %s\n", strings.Join(addrs, " "))
+		fmt.Fprintf(out, "  forwarding ipv4 %v, ipv6 %v\n", i.Forwarding4, i.Forwarding6)
+	} else {
+		fmt.Fprintf(out, "  interface  %s: absent\n", i.Name)
+	}
+	f := r.Firewall
+	fmt.Fprintf(out, "Firewall\n")
+	if !f.Present {
+		fmt.Fprintf(out, "  table inet %s: absent\n", f.Table)
+	} else {
+		fmt.Fprintf(out, "  table inet %s: %d chains, %d rules, config %s\n", f.Table, f.Chains, f.Rules, f.ConfigHash)
+		if r.AppliedAt != nil {
+			fmt.Fprintf(out, "  applied    %s\n", r.AppliedAt.Local().Format(time.RFC3339))
+		}
+		allow := f.SetSizes[firewall.SetAllow4] + f.SetSizes[firewall.SetAllow4Range] + f.SetSizes[firewall.SetAllow6] + f.SetSizes[firewall.SetAllow6Range]
+		fmt.Fprintf(out, "  allowlist  %d elements\n", allow)
+		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintf(tw, "  counter\tpackets\tbytes\t\n")
+		for _, name := range firewall.Counters {
+			c := f.Counters[name]
+			fmt.Fprintf(tw, "  %s\t%d\t%d\t\n", name, c.Packets, c.Bytes)
+		}
+		tw.Flush()
+		fmt.Fprintf(out, "  scanners   %d\n", len(r.Scanners))
+		for _, s := range r.Scanners {
+			fmt.Fprintf(out, "    %s\n", s)
+		}
+	}
+	if len(r.Problems) == 0 {
+		fmt.Fprintf(out, "OK\n")
+		return
+	}
+	slices.Sort(r.Problems)
+	for _, p := range r.Problems {
+		fmt.Fprintf(out, "PROBLEM: %s\n", p)
+	}
+}
+
+// stateFromKernel is what down can safely remove without a record: a VLAN link that
+// carries voipgw's alias. Addresses on a dedicated port cannot be told apart from the
+// admin's own without the record, so they are left alone.
+func stateFromKernel(ifname string) vlan.State {
+	st, err := vlan.Read(ifname)
+	if err != nil || !st.Exists || !st.OwnedByVoipgw {
+		return vlan.State{}
+	}
+	return vlan.State{Name: st.Name, Parent: st.Parent, VID: st.VID, CreatedLink: true}
+}
