@@ -88,7 +88,16 @@ func New(prefix string) (l *Lab, err error) {
 			return nil, err
 		}
 		l.all = append(l.all, ns)
-		return ns, nil
+		// No duplicate address detection in the lab: link-local addresses would stay
+		// tentative for a second and delay the first IPv6 packet of every test.
+		return ns, ns.Do(func() error {
+			for _, c := range []string{"all", "default"} {
+				if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+c+"/accept_dad", []byte("0"), 0o644); err != nil {
+					return fmt.Errorf("disable DAD: %w", err)
+				}
+			}
+			return nil
+		})
 	}
 	for _, p := range []struct {
 		dst  **NS
