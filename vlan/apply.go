@@ -334,7 +334,8 @@ func (t *txn) releaseLink(s State) error {
 const keptAddrFlags = 0x02 /*NODAD*/ | 0x100 /*MANAGETEMPADDR*/ | 0x200 /*NOPREFIXROUTE*/
 
 // deleteVlan deletes the VLAN link voipgw created. Its undo re-creates it as
-// it was: alias, up state and the static addresses it carried.
+// it was: alias, the per-interface sysctls voipgw manages, up state and the
+// static addresses it carried.
 func (t *txn) deleteVlan(name, parent string, vid int) error {
 	l, err := findLink(name)
 	if err != nil || l == nil {
@@ -345,12 +346,25 @@ func (t *txn) deleteVlan(name, parent string, vid int) error {
 	if err != nil {
 		return fmt.Errorf("vlan: list addresses of %s before deleting it: %w", name, err)
 	}
+	// The per-interface sysctls voipgw manages die with the link; a
+	// re-created link would get the defaults.
+	sysctls := map[string]string{}
+	for _, key := range managedIfSysctls(name) {
+		if v, err := readSysctl(key); err == nil {
+			sysctls[key] = v
+		}
+	}
 	if err := deleteLink(name); err != nil {
 		return fmt.Errorf("vlan: delete vlan %s: %w", name, err)
 	}
 	t.did(fmt.Sprintf("deleted vlan %s (vid %d on %s)", name, vid, parent), func() error {
 		if err := createVlan(name, parent, vid); err != nil {
 			return err
+		}
+		for key, v := range sysctls {
+			if err := writeSysctl(key, v); err != nil {
+				return err
+			}
 		}
 		if up {
 			if err := setUp(name); err != nil {

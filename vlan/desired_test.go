@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/netip"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -144,6 +145,9 @@ func TestWantedSysctls(t *testing.T) {
 		t.Errorf("dual stack: %v, want %v", got, want)
 	}
 	for _, w := range want {
+		if !isGlobalSysctl(w.key) && !slices.Contains(managedIfSysctls("lan4.20"), w.key) {
+			t.Errorf("%s is set per interface but not in managedIfSysctls: a re-created link would lose it", w.key)
+		}
 		if voipgwValue(w.key) != w.value {
 			t.Errorf("voipgwValue(%s) = %s, want %s", w.key, voipgwValue(w.key), w.value)
 		}

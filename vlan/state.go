@@ -166,6 +166,12 @@ func sysctlPath(key string) string {
 	return "/proc/sys/" + strings.Join(parts, "/")
 }
 
+// managedIfSysctls lists the per-interface sysctls of ifname that
+// wantedSysctls may set.
+func managedIfSysctls(ifname string) []string {
+	return []string{ifSysctl("ipv6", ifname, "accept_ra")}
+}
+
 // voipgwValue is the value voipgw writes to a sysctl it manages.
 func voipgwValue(key string) string {
 	if strings.HasSuffix(key, ".accept_ra") {
