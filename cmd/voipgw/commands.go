@@ -126,21 +126,31 @@ func lockState(dir string) (func(), error) {
 }
 
 func cmdApply(ctx context.Context, o *options, out io.Writer, log *slog.Logger) error {
-	p, err := makePlan(ctx, o, log, true)
+	p, err := applyConfig(ctx, o, log)
 	if err != nil {
 		return err
+	}
+	fmt.Fprintf(out, "applied config %s: interface %s, table inet %s\n", p.hash, p.desired.Name, p.table.Name)
+	return nil
+}
+
+// applyConfig is apply without the output: the daemon calls it at start and on SIGHUP.
+func applyConfig(ctx context.Context, o *options, log *slog.Logger) (*plan, error) {
+	p, err := makePlan(ctx, o, log, true)
+	if err != nil {
+		return nil, err
 	}
 	for _, u := range p.unresolved {
 		log.Warn("allowlist entry not in the table", "source", u.Source, "dest", u.Dest, "reason", u.Reason)
 	}
 	unlock, err := lockState(o.stateDir)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer unlock()
 	prev, err := loadRecord(o.stateDir)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var prevVLAN vlan.State
 	if prev != nil && prev.VLAN.Name == p.desired.Name {
@@ -149,16 +159,16 @@ func cmdApply(ctx context.Context, o *options, out io.Writer, log *slog.Logger) 
 
 	vst, changes, undo, err := vlan.Apply(ctx, p.desired, prevVLAN)
 	if err != nil {
-		return fmt.Errorf("VoIP network %s: %w (nothing changed)", p.desired.Name, err)
+		return nil, fmt.Errorf("VoIP network %s: %w (nothing changed)", p.desired.Name, err)
 	}
 	for _, c := range changes {
 		log.Info("network: " + c)
 	}
 	if err := firewall.Apply(p.table); err != nil {
 		if uerr := undo(); uerr != nil {
-			return fmt.Errorf("%w; undoing the network changes also failed: %v", err, uerr)
+			return nil, fmt.Errorf("%w; undoing the network changes also failed: %v", err, uerr)
 		}
-		return fmt.Errorf("%w; the network changes of this run were undone", err)
+		return nil, fmt.Errorf("%w; the network changes of this run were undone", err)
 	}
 	log.Info("table installed", "table", "inet "+p.table.Name, "config", p.hash)
 
@@ -179,10 +189,9 @@ func cmdApply(ctx context.Context, o *options, out io.Writer, log *slog.Logger) 
 	}
 	rec := &record{Table: p.table.Name, ConfigHash: p.hash, ConfigPath: o.config, AppliedAt: time.Now().UTC(), VLAN: vst}
 	if err := saveRecord(o.stateDir, rec); err != nil {
-		return err
+		return nil, err
 	}
-	fmt.Fprintf(out, "applied config %s: interface %s, table inet %s\n", p.hash, p.desired.Name, p.table.Name)
-	return nil
+	return p, nil
 }
 
 func cmdDown(ctx context.Context, o *options, out io.Writer, log *slog.Logger) error {

@@ -12,25 +12,60 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sort"
+	"strings"
 	"syscall"
 )
 
 // version is set at build time: -ldflags "-X main.version=…".
 var version = "dev"
 
-const usage = `usage: voipgw <command> [flags]
+// command is one subcommand. Commands register themselves in init() of their own
+// file, so features add commands without touching this one.
+type command struct {
+	summary string
+	run     func(ctx context.Context, o *options, out io.Writer, log *slog.Logger) error
+	flags   func(fs *flag.FlagSet, o *options) // extra flags, may be nil
+	order   int                                // position in the usage text
+}
 
-commands:
-  render   print the nftables table voipgw would install (touches nothing)
-  apply    validate the config, create/repair the VoIP network, install the table atomically
-  status   show the VoIP network and the table as the kernel has them
-  down     remove exactly what voipgw created
-  version  print the version
+var commands = map[string]command{}
 
+func register(name string, c command) { commands[name] = c }
+
+func init() {
+	register("render", command{order: 10, summary: "print the nftables table voipgw would install (touches nothing)", run: cmdRender})
+	register("apply", command{order: 20, summary: "validate the config, create/repair the VoIP network, install the table atomically", run: cmdApply})
+	register("status", command{order: 30, summary: "show the VoIP network and the table as the kernel has them", run: cmdStatus})
+	register("down", command{order: 40, summary: "remove exactly what voipgw created", run: cmdDown})
+}
+
+func usage() string {
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Slice(names, func(i, j int) bool {
+		a, b := commands[names[i]], commands[names[j]]
+		if a.order != b.order {
+			return a.order < b.order
+		}
+		return names[i] < names[j]
+	})
+	var b strings.Builder
+	b.WriteString("usage: voipgw <command> [flags]\n\ncommands:\n")
+	for _, n := range names {
+		fmt.Fprintf(&b, "  %-12s %s\n", n, commands[n].summary)
+	}
+	fmt.Fprintf(&b, "  %-12s %s\n", "version", "print the version")
+	b.WriteString(`
 common flags:
   --config FILE     UCI config (default /etc/config/voipgw)
   --state-dir DIR   where voipgw records what it created (default /run/voipgw)
-`
+  --json            machine-readable output where supported
+`)
+	return b.String()
+}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -45,7 +80,7 @@ const (
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(stderr, usage())
 		return exitUsage
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{
@@ -68,26 +103,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&opts.json, "json", false, "status: print JSON")
 	fs.BoolVar(&opts.noResolve, "no-resolve", false, "render: do not resolve host names (show what the config alone gives)")
 
-	var f func(context.Context, *options, io.Writer, *slog.Logger) error
 	switch cmd {
-	case "render":
-		f = cmdRender
-	case "apply":
-		f = cmdApply
-	case "status":
-		f = cmdStatus
-	case "down":
-		f = cmdDown
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "voipgw %s\n", version)
 		return exitOK
 	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
+		fmt.Fprint(stdout, usage())
 		return exitOK
-	default:
-		fmt.Fprintf(stderr, "voipgw: unknown command %q\n\n%s", cmd, usage)
+	}
+	c, ok := commands[cmd]
+	if !ok {
+		fmt.Fprintf(stderr, "voipgw: unknown command %q\n\n%s", cmd, usage())
 		return exitUsage
 	}
+	if c.flags != nil {
+		c.flags(fs, opts)
+	}
+	f := c.run
 	if err := fs.Parse(rest); err != nil {
 		return exitUsage
 	}

@@ -1,0 +1,155 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/voipgw/voipgw/config"
+)
+
+func init() {
+	register("run", command{order: 50, summary: "apply, then stay in the foreground for what the kernel cannot do alone (SIGHUP re-applies)", run: cmdRun})
+}
+
+// daemonEnv is what a daemon component gets for one applied config.
+type daemonEnv struct {
+	Config *config.Config
+	Table  string // the nft table voipgw installed
+	Ifname string // the VoIP interface
+	Log    *slog.Logger
+	// StatusDir is where components may publish their counters for `voipgw status`
+	// (one JSON file each, written atomically).
+	StatusDir string
+}
+
+// component is one part of the daemon (RTP keep-alive, DNS forwarder, DHCP, ...).
+// Run blocks until ctx is cancelled; a component is restarted with a new env after
+// each successful re-apply. A component that returns an error before ctx ends is
+// logged and restarted after a back-off.
+type component interface {
+	Name() string
+	Run(ctx context.Context) error
+}
+
+// componentFactory makes a component for an applied config; it returns nil when the
+// config does not enable that component.
+type componentFactory func(env *daemonEnv) (component, error)
+
+// daemonComponents is filled by init() in the files of each feature.
+var daemonComponents []componentFactory
+
+func cmdRun(ctx context.Context, o *options, out io.Writer, log *slog.Logger) error {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	p, err := applyConfig(ctx, o, log)
+	if err != nil {
+		return err
+	}
+	log.Info("applied", "config", p.hash, "interface", p.desired.Name, "table", p.table.Name)
+
+	var stop func()
+	start := func(p *plan) {
+		env := &daemonEnv{Config: p.cfg, Table: p.table.Name, Ifname: p.desired.Name, Log: log, StatusDir: o.stateDir}
+		stop = startComponents(ctx, env)
+	}
+	start(p)
+	sent, _ := daemon.SdNotify(false, daemon.SdNotifyReady)
+	if sent {
+		log.Info("notified systemd: ready")
+	}
+	watchdog := watchdogTicker()
+	defer watchdog.Stop()
+
+	for {
+		select {
+		case <-ctx.Done():
+			stop()
+			daemon.SdNotify(false, daemon.SdNotifyStopping)
+			log.Info("stopping; the table stays installed (voipgw down removes it)")
+			return nil
+		case <-hup:
+			daemon.SdNotify(false, daemon.SdNotifyReloading)
+			log.Info("SIGHUP: re-applying", "config", o.config)
+			np, err := applyConfig(ctx, o, log)
+			if err != nil {
+				// The previous table and network stay as they were (apply is atomic).
+				log.Error("re-apply failed; keeping the previous state", "err", err)
+			} else {
+				stop()
+				start(np)
+				log.Info("re-applied", "config", np.hash)
+			}
+			daemon.SdNotify(false, daemon.SdNotifyReady)
+		case <-watchdog.C:
+			daemon.SdNotify(false, daemon.SdNotifyWatchdog)
+		}
+	}
+}
+
+// watchdogTicker ticks at half the systemd watchdog interval, or never.
+func watchdogTicker() *time.Ticker {
+	d, err := daemon.SdWatchdogEnabled(false)
+	if err != nil || d == 0 {
+		t := time.NewTicker(time.Hour)
+		t.Stop()
+		return t
+	}
+	return time.NewTicker(d / 2)
+}
+
+// startComponents runs every enabled component in its own goroutine and returns a
+// function that stops them all and waits.
+func startComponents(parent context.Context, env *daemonEnv) func() {
+	ctx, cancel := context.WithCancel(parent)
+	var wg sync.WaitGroup
+	for _, f := range daemonComponents {
+		c, err := f(env)
+		if err != nil {
+			env.Log.Error("component not started", "err", err)
+			continue
+		}
+		if c == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			superviseComponent(ctx, c, env.Log)
+		}()
+	}
+	return func() { cancel(); wg.Wait() }
+}
+
+func superviseComponent(ctx context.Context, c component, log *slog.Logger) {
+	backoff := time.Second
+	for {
+		log.Info("component started", "component", c.Name())
+		err := c.Run(ctx)
+		if ctx.Err() != nil {
+			log.Info("component stopped", "component", c.Name())
+			return
+		}
+		if err == nil {
+			err = errors.New("returned early")
+		}
+		log.Error("component failed; restarting", "component", c.Name(), "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, time.Minute)
+	}
+}
+
