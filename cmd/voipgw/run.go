@@ -152,4 +152,3 @@ func superviseComponent(ctx context.Context, c component, log *slog.Logger) {
 		backoff = min(backoff*2, time.Minute)
 	}
 }
-
