@@ -252,6 +252,7 @@ type statusReport struct {
 	ConfigHash    string          `json:"config_file_hash,omitempty"`     // of the config file now
 	AppliedAt     *time.Time      `json:"applied_at,omitempty"`
 	Problems      []string        `json:"problems"`
+	Features      map[string]any  `json:"features,omitempty"` // filled by statusProviders
 	ConfigPath    string          `json:"config_path"`
 	StateRecorded bool            `json:"state_recorded"`
 }
@@ -307,6 +308,16 @@ func cmdStatus(ctx context.Context, o *options, out io.Writer, log *slog.Logger)
 			}
 		}
 	}
+	for _, sp := range statusProviders {
+		name, v, problems := sp(&rep)
+		if v != nil {
+			if rep.Features == nil {
+				rep.Features = map[string]any{}
+			}
+			rep.Features[name] = v
+		}
+		rep.Problems = append(rep.Problems, problems...)
+	}
 	if o.json {
 		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
@@ -318,6 +329,16 @@ func cmdStatus(ctx context.Context, o *options, out io.Writer, log *slog.Logger)
 	}
 	return nil
 }
+
+// statusProvider adds one feature's state (read from the kernel or the daemon's
+// published status) to `voipgw status`: its JSON value, printed lines come from
+// printFeature, and problems. Features register providers in init().
+type statusProvider func(r *statusReport) (name string, value any, problems []string)
+
+var statusProviders []statusProvider
+
+// featurePrinters print a feature's value in the human-readable status.
+var featurePrinters = map[string]func(out io.Writer, value any){}
 
 func printStatus(out io.Writer, r *statusReport) {
 	i := r.Interface
@@ -362,6 +383,11 @@ func printStatus(out io.Writer, r *statusReport) {
 		fmt.Fprintf(out, "  scanners   %d\n", len(r.Scanners))
 		for _, s := range r.Scanners {
 			fmt.Fprintf(out, "    %s\n", s)
+		}
+	}
+	for name, v := range r.Features {
+		if p, ok := featurePrinters[name]; ok {
+			p(out, v)
 		}
 	}
 	if len(r.Problems) == 0 {

@@ -146,6 +146,7 @@ type options struct {
 	stateDir  string
 	json      bool
 	noResolve bool
+	diagnose  map[string]*string // flag → target, for voipgw diagnose
 }
 
 const defaultConfigPath = "/etc/config/voipgw"
