@@ -1,0 +1,198 @@
+# shellcheck shell=bash disable=SC2034  # the settings are used by the scripts that source this
+# Shared by scripts/vm/run and scripts/vm/all (sourced, not executed).
+# Architecture table, host tool installation, and the Debian package cache.
+
+vm_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+vm_cache=${VM_CACHE:-$vm_root/vm/cache}
+vm_arches=(mipsle armhf arm64 amd64)
+# What runs when no package is named: the VM self-test and the packages that
+# talk to the kernel's VLAN, bridge and nftables code. VM_PACKAGES overrides it.
+# shellcheck disable=SC2206 # a list of words
+vm_default_pkgs=(${VM_PACKAGES:-$vm_root/vm/selftest $vm_root/lab $vm_root/vlan $vm_root/firewall})
+export DEBIAN_FRONTEND=noninteractive
+
+vm_log() { printf '[vm %s] %s\n' "${vm_arch:-*}" "$*" >&2; }
+vm_die() { vm_log "ERROR: $*"; exit 2; }
+
+# vm_now: seconds since the epoch with microseconds (bash 5).
+vm_now() { echo "${EPOCHREALTIME/,/.}"; }
+# vm_secs START [END]: END-START in seconds with one decimal.
+vm_secs() { awk -v a="$1" -v b="${2:-$(vm_now)}" 'BEGIN { printf "%.1f", b - a }'; }
+
+# vm_select ARCH: sets the per-architecture settings below, or fails for an unknown ARCH.
+#   vm_arch      canonical name (mipsle armhf arm64 amd64)
+#   vm_debarch   Debian architecture of the kernel and busybox packages
+#   vm_goenv     GOARCH and variant, as VAR=value words (same targets as scripts/build)
+#   vm_kernel    Debian kernel package (a meta package; VM_KERNEL_PKG overrides)
+#   vm_qemu      QEMU binary and vm_qemu_pkg, the Debian package that ships it
+#   vm_machine   machine and CPU arguments for QEMU
+#   vm_console   the serial console's device name in the guest
+vm_select() {
+	case $1 in
+	mipsle | mipsel)
+		vm_arch=mipsle vm_debarch=mipsel vm_goenv="GOARCH=mipsle GOMIPS=softfloat"
+		vm_kernel=linux-image-4kc-malta vm_qemu=qemu-system-mipsel vm_qemu_pkg=qemu-system-mips
+		vm_machine="-M malta -cpu 24Kc" vm_console=ttyS0 ;;
+	armhf | arm)
+		# highmem=off keeps every device below 4 GiB, which the non-LPAE armmp flavour needs too.
+		vm_arch=armhf vm_debarch=armhf vm_goenv="GOARCH=arm GOARM=7"
+		vm_kernel=linux-image-armmp-lpae vm_qemu=qemu-system-arm vm_qemu_pkg=qemu-system-arm
+		vm_machine="-M virt,highmem=off -cpu cortex-a15" vm_console=ttyAMA0 ;;
+	arm64 | aarch64)
+		vm_arch=arm64 vm_debarch=arm64 vm_goenv="GOARCH=arm64"
+		vm_kernel=linux-image-cloud-arm64 vm_qemu=qemu-system-aarch64 vm_qemu_pkg=qemu-system-arm
+		vm_machine="-M virt -cpu cortex-a57" vm_console=ttyAMA0 ;;
+	amd64 | x86_64)
+		vm_arch=amd64 vm_debarch=amd64 vm_goenv="GOARCH=amd64"
+		vm_kernel=linux-image-cloud-amd64 vm_qemu=qemu-system-x86_64 vm_qemu_pkg=qemu-system-x86
+		vm_machine="-M q35" vm_console=ttyS0 ;;
+	*) return 1 ;;
+	esac
+	vm_kernel=${VM_KERNEL_PKG:-$vm_kernel}
+}
+
+# vm_host_tools: installs what the host needs (as root, from Debian) if it is missing.
+vm_host_tools() {
+	local need=() pkg
+	command -v "$vm_qemu" >/dev/null || need+=("$vm_qemu_pkg")
+	command -v cpio >/dev/null || need+=(cpio)
+	command -v depmod >/dev/null || [[ -x /usr/sbin/depmod || -x /sbin/depmod ]] || need+=(kmod)
+	command -v flock >/dev/null || need+=(util-linux)
+	command -v dpkg-deb >/dev/null || need+=(dpkg)
+	command -v apt-get >/dev/null || vm_die "apt-get not found: this needs a Debian host"
+	command -v go >/dev/null || vm_die "go not found"
+	[[ ${#need[@]} -eq 0 ]] && return 0
+	[[ $(id -u) -eq 0 ]] || vm_die "missing host packages (${need[*]}); run as root or: apt-get install ${need[*]}"
+	vm_log "installing host packages: ${need[*]}"
+	mkdir -p "$vm_cache/logs"
+	(
+		# Several runs may do this at once: apt waits for its own lock.
+		vm_retry 3 apt-get -qq -o Dpkg::Use-Pty=0 -o DPkg::Lock::Timeout=300 update &&
+			vm_retry 3 apt-get install -y -qq -o Dpkg::Use-Pty=0 -o DPkg::Lock::Timeout=300 \
+				--no-install-recommends "${need[@]}"
+	) >"$vm_cache/logs/host-apt.log" 2>&1 || {
+		tail -n 20 "$vm_cache/logs/host-apt.log" >&2
+		vm_die "apt-get install ${need[*]} failed (log: $vm_cache/logs/host-apt.log)"
+	}
+	for pkg in "$vm_qemu" cpio; do command -v "$pkg" >/dev/null || vm_die "$pkg still missing after install"; done
+}
+PATH=$PATH:/usr/sbin:/sbin
+
+# vm_retry N CMD...: runs CMD up to N times (mirrors can be mid-sync for a moment).
+vm_retry() {
+	local n=$1 i
+	shift
+	for ((i = 1; i <= n; i++)); do
+		"$@" && return 0
+		[[ $i -lt $n ]] && sleep $((i * 5))
+	done
+	return 1
+}
+
+# vm_apt ARGS...: apt-get/apt-cache for the foreign architecture, with its own
+# package lists and archive cache under vm/cache/apt/DEBARCH, and the host's
+# own list of Debian sources. It never touches the host's package state.
+vm_apt() {
+	local tool=$1 d=$vm_cache/apt/$vm_debarch
+	shift
+	mkdir -p "$d/lists/partial" "$d/archives/partial"
+	[[ -f $d/status ]] || : >"$d/status"
+	"$tool" \
+		-o "APT::Architecture=$vm_debarch" -o "APT::Architectures=$vm_debarch" \
+		-o "Dir::State::Lists=$d/lists" -o "Dir::State::status=$d/status" \
+		-o "Dir::Cache=$d" -o "Dir::Cache::archives=$d/archives" \
+		-o APT::Sandbox::User=root -o Acquire::Retries=3 \
+		"$@"
+}
+
+# vm_fetch: makes sure vm/cache/ARCH holds the kernel and busybox-static packages,
+# extracted. Once fetched, runs are offline; VM_REFRESH=1 looks for newer ones.
+# Sets vm_kdir (extracted kernel package), vm_kver, vm_vmlinuz, vm_busybox, and
+# vm_pkgs (the packages used, "name version" lines).
+vm_fetch() {
+	local dir=$vm_cache/$vm_arch manifest want kpkg f tmp
+	mkdir -p "$dir/debs"
+	manifest=$dir/manifest
+	want="kernel-meta $vm_kernel"
+	exec {lockfd}>"$dir/.lock"
+	flock "$lockfd"
+	if [[ ${VM_REFRESH:-0} == 1 || ! -s $manifest ]] || ! grep -qxF "$want" "$manifest" ||
+		! vm_manifest_ok "$manifest"; then
+		vm_log "fetching $vm_kernel and busybox-static for $vm_debarch from Debian"
+		vm_retry 3 vm_apt apt-get -qq update >"$dir/apt.log" 2>&1 || {
+			# A failed update with lists already there is fine: use what we have.
+			compgen -G "$vm_cache/apt/$vm_debarch/lists/*Packages*" >/dev/null ||
+				{ cat "$dir/apt.log" >&2; vm_die "apt-get update for $vm_debarch failed"; }
+			vm_log "warning: apt-get update for $vm_debarch failed; using the package lists from before"
+		}
+		kpkg=$vm_kernel
+		if [[ ! $kpkg =~ -[0-9]+\.[0-9]+\.[0-9]+-[0-9]+- ]]; then
+			# A meta package: follow it to the versioned image package it depends on.
+			kpkg=$(vm_apt apt-cache depends --important "$kpkg" 2>>"$dir/apt.log" |
+				awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }')
+			[[ -n $kpkg ]] || vm_die "cannot resolve $vm_kernel for $vm_debarch (see $dir/apt.log)"
+		fi
+		tmp=$(mktemp -d "$dir/debs/.dl.XXXXXX")
+		if ! (cd "$tmp" && vm_retry 3 vm_apt apt-get -qq download "$kpkg" busybox-static) >>"$dir/apt.log" 2>&1; then
+			rm -rf "$tmp"
+			cat "$dir/apt.log" >&2
+			vm_die "apt-get download $kpkg busybox-static ($vm_debarch) failed"
+		fi
+		{
+			echo "$want"
+			for f in "$tmp"/*.deb; do
+				mv -f "$f" "$dir/debs/"
+				echo "deb $(basename "$f")"
+			done
+		} >"$manifest.new"
+		rmdir "$tmp"
+		mv -f "$manifest.new" "$manifest"
+	fi
+	vm_pkgs=""
+	vm_kdir="" vm_busybox=""
+	while read -r kind f; do
+		[[ $kind == deb ]] || continue
+		local name ver x=$dir/root/${f%.deb}
+		name=$(dpkg-deb -f "$dir/debs/$f" Package)
+		ver=$(dpkg-deb -f "$dir/debs/$f" Version)
+		vm_pkgs+="$name $ver ($vm_debarch)"$'\n'
+		if [[ ! -e $x/.extracted ]]; then
+			rm -rf "$x"
+			mkdir -p "$x"
+			dpkg-deb -x "$dir/debs/$f" "$x"
+			if [[ $name == linux-image-* ]]; then
+				# The package's postinst would run depmod; do it on the extracted tree.
+				depmod -b "$x" "$(basename "$x"/lib/modules/*)"
+			fi
+			touch "$x/.extracted"
+		fi
+		case $name in
+		linux-image-*) vm_kdir=$x ;;
+		busybox-static) vm_busybox=$x/bin/busybox ;;
+		esac
+	done <"$manifest"
+	[[ -n $vm_kdir && -x $vm_busybox ]] || vm_die "cache $dir is incomplete; rerun with VM_REFRESH=1"
+	vm_kver=$(basename "$vm_kdir"/lib/modules/*)
+	vm_vmlinuz=$vm_kdir/boot/vmlinuz-$vm_kver
+	[[ -f $vm_vmlinuz ]] || vm_die "no kernel image in $vm_kdir/boot"
+	# Keep only the packages the manifest names.
+	for f in "$dir"/debs/*.deb; do
+		grep -qxF "deb $(basename "$f")" "$manifest" || rm -f "$f"
+	done
+	for f in "$dir"/root/*/; do
+		[[ -d $f ]] || continue
+		grep -qxF "deb $(basename "$f").deb" "$manifest" || rm -rf "$f"
+	done
+	exec {lockfd}>&-
+}
+
+# vm_manifest_ok FILE: every package the manifest names is in the cache.
+vm_manifest_ok() {
+	local kind f n=0
+	while read -r kind f; do
+		[[ $kind == deb ]] || continue
+		[[ -s $vm_cache/$vm_arch/debs/$f ]] || return 1
+		n=$((n + 1))
+	done <"$1"
+	[[ $n -ge 2 ]]
+}
