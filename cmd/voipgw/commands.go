@@ -152,8 +152,11 @@ func applyConfig(ctx context.Context, o *options, log *slog.Logger) (*plan, erro
 	if err != nil {
 		return nil, err
 	}
+	// Apply gets the whole previous record even when the interface name, VID or parent
+	// changed: it gives back what is no longer wanted itself and keeps the original
+	// values of sysctls both interfaces need (a separate Remove would switch them off).
 	var prevVLAN vlan.State
-	if prev != nil && prev.VLAN.Name == p.desired.Name {
+	if prev != nil {
 		prevVLAN = prev.VLAN
 	}
 
@@ -176,15 +179,6 @@ func applyConfig(ctx context.Context, o *options, log *slog.Logger) (*plan, erro
 	if prev != nil && prev.Table != "" && prev.Table != p.table.Name {
 		if _, err := firewall.Delete(prev.Table); err != nil {
 			log.Warn("could not remove the previous table", "table", prev.Table, "err", err)
-		}
-	}
-	if prev != nil && prev.VLAN.Name != "" && prev.VLAN.Name != p.desired.Name {
-		if ch, err := vlan.Remove(ctx, prev.VLAN); err != nil {
-			log.Warn("could not remove the previous VoIP interface", "ifname", prev.VLAN.Name, "err", err)
-		} else {
-			for _, c := range ch {
-				log.Info("network: " + c)
-			}
 		}
 	}
 	rec := &record{Table: p.table.Name, ConfigHash: p.hash, ConfigPath: o.config, AppliedAt: time.Now().UTC(), VLAN: vst}
