@@ -35,6 +35,10 @@ type Config struct {
 	Allows   []Allow  `json:"allows"`
 	DNS      DNS      `json:"dns"`
 	Scan     Scan     `json:"scan"`
+
+	// DNS forwarder and DHCP server of `voipgw run` (dns.go, dhcp.go).
+	Forwarder Forwarder `json:"dns_forwarder"` // dns.go
+	DHCP      DHCP      `json:"dhcp"`          // dhcp.go
 }
 
 // Network is the VoIP network (the `vlan` section).
@@ -221,6 +225,8 @@ func FromUCI(f *uci.File) (*Config, []Warning, error) {
 		}
 	}
 
+	v.forwarderFromUCI(f, c) // dns.go
+	v.dhcpFromUCI(f, c)      // dhcp.go
 	if v.err == nil {
 		v.crossCheck(c, m, vlans)
 	}
