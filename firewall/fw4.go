@@ -1,0 +1,233 @@
+package firewall
+
+// OpenWrt's firewall4 (fw4) and voipgw's table are two tables at the same hooks.
+// nftables accepts a packet only if every base chain at a hook accepts it, and fw4's
+// forward chain has policy drop and accepts only what its zones and forwardings allow.
+// So voipgw's accept alone does not get the phones' traffic through an OpenWrt router:
+// fw4 must also be told that the VoIP interface may forward to WAN.
+//
+// voipgw does that with an fw4 zone of its own, kept in /etc/config/firewall in two
+// named sections (FW4ZoneSection, FW4ForwardingSection). A zone rather than an nft
+// include snippet because:
+//   - it lives in fw4's own config, so every fw4 start, reload and restart renders it
+//     again; nothing voipgw must re-create after fw4;
+//   - it is what LuCI shows the admin (Network → Firewall lists the zone), not a
+//     hidden accept rule;
+//   - fw4 zones match devices directly (`list device`), so the zone needs no netifd
+//     interface for the VLAN voipgw creates, and netifd reloads do not touch it.
+//
+// The zone only permits; voipgw's table stays the authority for what the phones may
+// reach (a drop in any table is final): forward to WAN is allowed by fw4 and then
+// narrowed to the allowlist by voipgw; forward to LAN has no fw4 forwarding (rejected
+// by the zone's policy) and is also dropped by voipgw; input is ACCEPT in fw4 and
+// narrowed to DHCP/DNS/NTP/ping by voipgw's input chain.
+//
+// What is computed here is pure: the desired zone from voipgw's config and the
+// current network and firewall files, and the `uci batch` commands that make the
+// firewall file hold it. The OpenWrt init script feeds them to uci and reloads fw4.
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/voipgw/voipgw/uci"
+)
+
+// Names of voipgw's sections in /etc/config/firewall and of its zone. Named sections,
+// so that voipgw finds (and on removal deletes) exactly its own and nothing else.
+const (
+	FW4ZoneSection       = "voipgw_zone"
+	FW4ForwardingSection = "voipgw_wan"
+	FW4ZoneName          = "voipgw"
+)
+
+// FW4Zone is the firewall4 state voipgw needs.
+type FW4Zone struct {
+	Name    string // zone name
+	Device  string // the VoIP interface
+	WANZone string // the zone that covers the WAN device; forwarding goes there
+}
+
+// FW4ZoneFor computes the zone for the VoIP interface voipIf with forwarding to the
+// fw4 zone that covers the WAN device wan. network (/etc/config/network) may be nil.
+//
+// The WAN zone is, in this order: a zone that lists the WAN device itself (`list
+// device`); a zone whose `network` covers a netifd interface on that device; the zone
+// named "wan" (covers PPPoE and other L3 devices such as pppoe-wan, whose netifd
+// interface names the underlying device, not the one voipgw is given).
+func FW4ZoneFor(voipIf, wan string, network, fw *uci.File) (FW4Zone, error) {
+	z := FW4Zone{Name: FW4ZoneName, Device: voipIf}
+	if voipIf == "" || wan == "" {
+		return z, fmt.Errorf("fw4 zone: VoIP interface and WAN device are required")
+	}
+	zones := fwZones(fw)
+	for _, s := range zones {
+		if s.Name == FW4ZoneSection {
+			continue
+		}
+		if slices.Contains(values(s, "device"), wan) {
+			z.WANZone = zoneName(s)
+			return z, nil
+		}
+	}
+	var wanIfaces []string
+	if network != nil {
+		for _, s := range network.SectionsOfType("interface") {
+			// netifd: `device` since 21.02, `ifname` before; both may name the device.
+			if slices.Contains(values(s, "device"), wan) || slices.Contains(values(s, "ifname"), wan) {
+				wanIfaces = append(wanIfaces, s.Name)
+			}
+		}
+	}
+	for _, s := range zones {
+		if s.Name == FW4ZoneSection {
+			continue
+		}
+		for _, n := range values(s, "network") {
+			if slices.Contains(wanIfaces, n) {
+				z.WANZone = zoneName(s)
+				return z, nil
+			}
+		}
+	}
+	for _, s := range zones {
+		if s.Name != FW4ZoneSection && zoneName(s) == "wan" {
+			z.WANZone = "wan"
+			return z, nil
+		}
+	}
+	return z, fmt.Errorf("no firewall4 zone covers the WAN device %s (no zone lists it as device, none covers a network interface on it, and there is no zone named wan): add %s to the WAN zone's devices", wan, wan)
+}
+
+// fwZones are the zone sections of the firewall file, nil-safe.
+func fwZones(fw *uci.File) []*uci.Section {
+	if fw == nil {
+		return nil
+	}
+	return fw.SectionsOfType("zone")
+}
+
+// values returns an option's values; fw4 (like fw3) splits plain options on spaces
+// for list-like options such as `option network 'wan wan6'`.
+func values(s *uci.Section, name string) []string {
+	o, ok := s.Get(name)
+	if !ok {
+		return nil
+	}
+	var out []string
+	for _, v := range o.Values {
+		out = append(out, strings.Fields(v)...)
+	}
+	return out
+}
+
+func zoneName(s *uci.Section) string {
+	if o, ok := s.Get("name"); ok && len(o.Values) > 0 {
+		return o.Values[0]
+	}
+	return s.Name
+}
+
+// fw4Option is one option voipgw sets in its sections.
+type fw4Option struct {
+	name   string
+	values []string
+	list   bool
+}
+
+func (z FW4Zone) sections() []struct {
+	name, typ string
+	opts      []fw4Option
+} {
+	return []struct {
+		name, typ string
+		opts      []fw4Option
+	}{
+		{FW4ZoneSection, "zone", []fw4Option{
+			{name: "name", values: []string{z.Name}},
+			{name: "device", values: []string{z.Device}, list: true},
+			// ACCEPT: voipgw's input chain is the authority for what phones may ask of
+			// the router (DHCP, DNS, NTP, ping); fw4 must not drop what it allows.
+			{name: "input", values: []string{"ACCEPT"}},
+			{name: "output", values: []string{"ACCEPT"}},
+			// REJECT: nothing but the forwarding below (to WAN) leaves the VoIP zone,
+			// even if voipgw's table were missing.
+			{name: "forward", values: []string{"REJECT"}},
+		}},
+		{FW4ForwardingSection, "forwarding", []fw4Option{
+			{name: "src", values: []string{z.Name}},
+			{name: "dest", values: []string{z.WANZone}},
+		}},
+	}
+}
+
+// FW4Commands returns the `uci batch` commands that make fw (the current
+// /etc/config/firewall, may be nil) hold the zone; none when it already does.
+// Options the admin added to voipgw's sections (e.g. log) are left alone; the
+// options voipgw owns are set to its values. A section of voipgw's name but of
+// another type is the admin's: it is an error, never overwritten.
+func FW4Commands(z FW4Zone, fw *uci.File) ([]string, error) {
+	var cmds []string
+	for _, want := range z.sections() {
+		cur := findSection(fw, want.name)
+		if cur != nil && cur.Type != want.typ {
+			return nil, fmt.Errorf("firewall.%s is a %s section, not voipgw's %s: rename it, voipgw needs that name", want.name, cur.Type, want.typ)
+		}
+		if cur == nil {
+			cmds = append(cmds, fmt.Sprintf("set firewall.%s=%s", want.name, want.typ))
+		}
+		for _, o := range want.opts {
+			var have *uci.Option
+			if cur != nil {
+				have, _ = cur.Get(o.name)
+			}
+			if have != nil && have.IsList == o.list && slices.Equal(have.Values, o.values) {
+				continue
+			}
+			key := "firewall." + want.name + "." + o.name
+			if !o.list {
+				cmds = append(cmds, "set "+key+"="+uciQuote(o.values[0]))
+				continue
+			}
+			if have != nil {
+				cmds = append(cmds, "delete "+key)
+			}
+			for _, v := range o.values {
+				cmds = append(cmds, "add_list "+key+"="+uciQuote(v))
+			}
+		}
+	}
+	return cmds, nil
+}
+
+// FW4RemoveCommands returns the `uci batch` commands that delete voipgw's sections
+// from fw; none when there are none. Sections of those names but another type are
+// not voipgw's and stay.
+func FW4RemoveCommands(fw *uci.File) []string {
+	var cmds []string
+	for _, s := range []struct{ name, typ string }{{FW4ForwardingSection, "forwarding"}, {FW4ZoneSection, "zone"}} {
+		if cur := findSection(fw, s.name); cur != nil && cur.Type == s.typ {
+			cmds = append(cmds, "delete firewall."+s.name)
+		}
+	}
+	return cmds
+}
+
+func findSection(f *uci.File, name string) *uci.Section {
+	if f == nil {
+		return nil
+	}
+	for _, s := range f.Sections {
+		if !s.Anonymous && s.Name == name {
+			return s
+		}
+	}
+	return nil
+}
+
+// uciQuote quotes a value for `uci batch`, which reads the same quoting as UCI files:
+// a single quote is closed, escaped and reopened.
+func uciQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

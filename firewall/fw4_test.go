@@ -1,0 +1,316 @@
+package firewall
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/voipgw/voipgw/uci"
+)
+
+func parseUCI(t *testing.T, name, src string) *uci.File {
+	t.Helper()
+	f, err := uci.Parse(name, strings.NewReader(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func readUCI(t *testing.T, path string) *uci.File {
+	t.Helper()
+	f, err := uci.ParseFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func TestFW4ZoneFor(t *testing.T) {
+	// The repository's copies of a stock OpenWrt 23.05 network and firewall config.
+	stockNet := readUCI(t, "../uci/testdata/network")
+	stockFW := readUCI(t, "../uci/testdata/firewall")
+
+	tests := []struct {
+		name     string
+		wan      string
+		network  *uci.File
+		fw       *uci.File
+		wantZone string
+		wantErr  string
+	}{
+		{name: "stock OpenWrt: wan zone covers netifd interface wan on device wan", wan: "wan", network: stockNet, fw: stockFW, wantZone: "wan"},
+		{name: "zone lists the device itself", wan: "eth1", fw: parseUCI(t, "fw", `
+config zone
+	option name 'lan'
+	list network 'lan'
+config zone
+	option name 'uplink'
+	list device 'eth1'
+`), wantZone: "uplink"},
+		{name: "renamed zone found through the netifd interface, old ifname syntax, space-separated network option", wan: "eth0.2",
+			network: parseUCI(t, "net", `
+config interface 'lan'
+	option ifname 'eth0.1'
+config interface 'inet'
+	option ifname 'eth0.2'
+	option proto 'dhcp'
+`),
+			fw: parseUCI(t, "fw", `
+config zone
+	option name 'lan'
+	option network 'lan'
+config zone
+	option name 'internet'
+	option network 'inet inet6'
+`), wantZone: "internet"},
+		{name: "PPPoE device is no netifd device: falls back to the zone named wan", wan: "pppoe-wan", network: stockNet, fw: stockFW, wantZone: "wan"},
+		{name: "voipgw's own zone is never the WAN zone", wan: "wan", fw: parseUCI(t, "fw", `
+config zone 'voipgw_zone'
+	option name 'voipgw'
+	list device 'wan'
+config zone
+	option name 'wan'
+	list network 'wan'
+`), network: stockNet, wantZone: "wan"},
+		{name: "no zone at all", wan: "wan", network: stockNet, fw: parseUCI(t, "fw", "config defaults\n"), wantErr: "no firewall4 zone covers the WAN device wan"},
+		{name: "no firewall file", wan: "wan", network: stockNet, fw: nil, wantErr: "no firewall4 zone covers"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			z, err := FW4ZoneFor("voice", tt.wan, tt.network, tt.fw)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := FW4Zone{Name: FW4ZoneName, Device: "voice", WANZone: tt.wantZone}
+			if z != want {
+				t.Errorf("zone = %+v, want %+v", z, want)
+			}
+		})
+	}
+}
+
+// applyBatch is a minimal `uci batch` for the commands FW4Commands emits (set,
+// add_list, delete on the firewall package), so tests can check the commands do
+// what they claim on a parsed file.
+func applyBatch(t *testing.T, f *uci.File, cmds []string) *uci.File {
+	t.Helper()
+	if f == nil {
+		f = &uci.File{Name: "firewall"}
+	}
+	f = parseUCI(t, "firewall", uci.Format(f)) // a copy: the caller's file stays as it was
+	find := func(name string) *uci.Section {
+		for _, s := range f.Sections {
+			if s.Name == name {
+				return s
+			}
+		}
+		return nil
+	}
+	for _, c := range cmds {
+		verb, arg, _ := strings.Cut(c, " ")
+		path, value, hasValue := strings.Cut(arg, "=")
+		if hasValue {
+			// The values FW4Commands writes are single-quoted without embedded quotes
+			// in these tests; a quote inside would need the full UCI quoting rules.
+			if !strings.HasPrefix(value, "'") && verb != "set" {
+				t.Fatalf("%q: unquoted value", c)
+			}
+			value = strings.Trim(value, "'")
+		}
+		parts := strings.Split(path, ".")
+		if parts[0] != "firewall" {
+			t.Fatalf("%q: not the firewall package", c)
+		}
+		switch {
+		case verb == "set" && len(parts) == 2:
+			if find(parts[1]) != nil {
+				t.Fatalf("%q: section exists already", c)
+			}
+			f.Sections = append(f.Sections, &uci.Section{Type: value, Name: parts[1]})
+		case verb == "delete" && len(parts) == 2:
+			f.Sections = slices.DeleteFunc(f.Sections, func(s *uci.Section) bool { return s.Name == parts[1] })
+		case len(parts) == 3:
+			s := find(parts[1])
+			if s == nil {
+				t.Fatalf("%q: no section %s", c, parts[1])
+			}
+			i := slices.IndexFunc(s.Options, func(o *uci.Option) bool { return o.Name == parts[2] })
+			switch verb {
+			case "set":
+				if i >= 0 {
+					s.Options[i] = &uci.Option{Name: parts[2], Values: []string{value}}
+				} else {
+					s.Options = append(s.Options, &uci.Option{Name: parts[2], Values: []string{value}})
+				}
+			case "add_list":
+				if i >= 0 {
+					s.Options[i].IsList = true
+					s.Options[i].Values = append(s.Options[i].Values, value)
+				} else {
+					s.Options = append(s.Options, &uci.Option{Name: parts[2], Values: []string{value}, IsList: true})
+				}
+			case "delete":
+				if i < 0 {
+					t.Fatalf("%q: no such option", c)
+				}
+				s.Options = slices.Delete(s.Options, i, i+1)
+			default:
+				t.Fatalf("%q: unexpected verb", c)
+			}
+		default:
+			t.Fatalf("%q: unexpected command", c)
+		}
+	}
+	// Round trip through the UCI text form, as uci commit writes it.
+	return parseUCI(t, "firewall", uci.Format(f))
+}
+
+func TestFW4Commands(t *testing.T) {
+	z := FW4Zone{Name: FW4ZoneName, Device: "voice", WANZone: "wan"}
+	stockFW := readUCI(t, "../uci/testdata/firewall")
+
+	t.Run("stock firewall: both sections are added", func(t *testing.T) {
+		cmds := mustCommands(t, z, stockFW)
+		want := []string{
+			"set firewall.voipgw_zone=zone",
+			"set firewall.voipgw_zone.name='voipgw'",
+			"add_list firewall.voipgw_zone.device='voice'",
+			"set firewall.voipgw_zone.input='ACCEPT'",
+			"set firewall.voipgw_zone.output='ACCEPT'",
+			"set firewall.voipgw_zone.forward='REJECT'",
+			"set firewall.voipgw_wan=forwarding",
+			"set firewall.voipgw_wan.src='voipgw'",
+			"set firewall.voipgw_wan.dest='wan'",
+		}
+		if !slices.Equal(cmds, want) {
+			t.Fatalf("commands:\n%s\nwant:\n%s", strings.Join(cmds, "\n"), strings.Join(want, "\n"))
+		}
+		after := applyBatch(t, stockFW, cmds)
+		if again := mustCommands(t, z, after); len(again) != 0 {
+			t.Errorf("after applying, still commands: %q", again)
+		}
+		// The admin's zones are untouched.
+		if n := len(after.SectionsOfType("zone")); n != 3 {
+			t.Errorf("zones after: %d, want lan, wan and voipgw", n)
+		}
+	})
+
+	inSync := applyBatch(t, stockFW, mustCommands(t, z, stockFW))
+	tests := []struct {
+		name string
+		z    FW4Zone
+		fw   *uci.File
+		want []string
+	}{
+		{name: "in sync: nothing to do", z: z, fw: inSync, want: nil},
+		{name: "interface renamed: only the device list changes", z: FW4Zone{Name: FW4ZoneName, Device: "br-lan.20", WANZone: "wan"}, fw: inSync,
+			want: []string{"delete firewall.voipgw_zone.device", "add_list firewall.voipgw_zone.device='br-lan.20'"}},
+		{name: "WAN zone renamed: only dest changes", z: FW4Zone{Name: FW4ZoneName, Device: "voice", WANZone: "internet"}, fw: inSync,
+			want: []string{"set firewall.voipgw_wan.dest='internet'"}},
+		{name: "admin's own option in voipgw's zone is kept; a changed policy is set back", z: z, fw: parseUCI(t, "fw", `
+config zone 'voipgw_zone'
+	option name 'voipgw'
+	list device 'voice'
+	option input 'ACCEPT'
+	option output 'ACCEPT'
+	option forward 'ACCEPT'
+	option log '1'
+config forwarding 'voipgw_wan'
+	option src 'voipgw'
+	option dest 'wan'
+`), want: []string{"set firewall.voipgw_zone.forward='REJECT'"}},
+		{name: "device given as option instead of list is rewritten as a list", z: z, fw: parseUCI(t, "fw", `
+config zone 'voipgw_zone'
+	option name 'voipgw'
+	option device 'voice'
+	option input 'ACCEPT'
+	option output 'ACCEPT'
+	option forward 'REJECT'
+config forwarding 'voipgw_wan'
+	option src 'voipgw'
+	option dest 'wan'
+`), want: []string{"delete firewall.voipgw_zone.device", "add_list firewall.voipgw_zone.device='voice'"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmds := mustCommands(t, tt.z, tt.fw)
+			if !slices.Equal(cmds, tt.want) {
+				t.Fatalf("commands:\n%s\nwant:\n%s", strings.Join(cmds, "\n"), strings.Join(tt.want, "\n"))
+			}
+			after := applyBatch(t, tt.fw, cmds)
+			if again := mustCommands(t, tt.z, after); len(again) != 0 {
+				t.Errorf("after applying, still commands: %q", again)
+			}
+			if strings.Contains(tt.name, "admin's own option") {
+				s := findSection(after, FW4ZoneSection)
+				if o, ok := s.Get("log"); !ok || o.Values[0] != "1" {
+					t.Errorf("the admin's option log was lost")
+				}
+			}
+		})
+	}
+}
+
+func mustCommands(t *testing.T, z FW4Zone, fw *uci.File) []string {
+	t.Helper()
+	cmds, err := FW4Commands(z, fw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cmds
+}
+
+func TestFW4CommandsRefuseForeignSection(t *testing.T) {
+	fw := parseUCI(t, "fw", `
+config rule 'voipgw_wan'
+	option name 'the admin rule of that name'
+`)
+	_, err := FW4Commands(FW4Zone{Name: FW4ZoneName, Device: "voice", WANZone: "wan"}, fw)
+	if err == nil || !strings.Contains(err.Error(), "firewall.voipgw_wan is a rule section") {
+		t.Fatalf("err = %v, want a refusal naming firewall.voipgw_wan", err)
+	}
+	if cmds := FW4RemoveCommands(fw); len(cmds) != 0 {
+		t.Errorf("removal would delete the admin's section: %q", cmds)
+	}
+}
+
+func TestFW4RemoveCommands(t *testing.T) {
+	stockFW := readUCI(t, "../uci/testdata/firewall")
+	if cmds := FW4RemoveCommands(stockFW); len(cmds) != 0 {
+		t.Errorf("nothing of voipgw's in the stock file, got %q", cmds)
+	}
+	with := applyBatch(t, stockFW, mustCommands(t, FW4Zone{Name: FW4ZoneName, Device: "voice", WANZone: "wan"}, stockFW))
+	cmds := FW4RemoveCommands(with)
+	want := []string{"delete firewall.voipgw_wan", "delete firewall.voipgw_zone"}
+	if !slices.Equal(cmds, want) {
+		t.Fatalf("remove commands %q, want %q", cmds, want)
+	}
+	after := applyBatch(t, with, cmds)
+	if got, orig := uci.Format(after), uci.Format(stockFW); got != orig {
+		t.Errorf("after removal the file differs from the original:\n%s", got)
+	}
+}
+
+func TestUCIQuote(t *testing.T) {
+	for in, want := range map[string]string{"voice": "'voice'", "it's": `'it'\''s'`, "": "''"} {
+		if got := uciQuote(in); got != want {
+			t.Errorf("uciQuote(%q) = %s, want %s", in, got, want)
+		}
+		// The quoted form reads back as the value in UCI syntax.
+		f, err := uci.Parse("q", strings.NewReader(fmt.Sprintf("config a 'b'\n\tlist o %s\n", uciQuote(in))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := f.Sections[0].Options[0].Values[0]; got != in {
+			t.Errorf("%s reads back as %q, want %q", uciQuote(in), got, in)
+		}
+	}
+}
