@@ -196,11 +196,16 @@ func readCarryOver(c *nftables.Conn, t *Table) (carryOver, error) {
 		if err != nil {
 			return co, fmt.Errorf("read set %s: %w", s.Name, err)
 		}
+		var keep []nftables.SetElement
 		for _, e := range elems {
 			if e.Expires > 0 {
-				co.elems[s.Name] = append(co.elems[s.Name], nftables.SetElement{Key: e.Key, Timeout: e.Expires})
+				keep = append(keep, nftables.SetElement{Key: e.Key, KeyEnd: e.KeyEnd, Comment: e.Comment, Timeout: e.Expires})
 			}
 		}
+		if s.Carry != nil {
+			keep = s.Carry(keep)
+		}
+		co.elems[s.Name] = keep
 	}
 	return co, nil
 }

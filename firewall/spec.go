@@ -42,6 +42,7 @@ func SpecFromConfig(c *config.Config, resolved map[string][]netip.Addr, hash str
 		ICMPRate:   c.ICMPRate,
 		ConfigHash: hash,
 	}
+	s.DNS = dnsSpecFromConfig(c) // learned.go
 	var missing []Unresolved
 	for _, a := range c.Allows {
 		var prefixes []netip.Prefix

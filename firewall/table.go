@@ -26,6 +26,8 @@ type Spec struct {
 	Scan       ScanSpec
 	ICMPRate   uint64 // echo requests per second accepted from the phones to the router
 	ConfigHash string // recorded in the table and shown by status
+	// DNS forwarder: learned sets and DNS interception (learned.go).
+	DNS DNSSpec
 }
 
 // ScanSpec configures port-scan detection on WAN.
@@ -87,6 +89,9 @@ type Set struct {
 	Keep     bool // elements survive a re-apply (learned state such as scanners)
 	Comment  string
 	Elems    []Elem
+
+	// Carry, if set, picks the elements a re-apply keeps (Keep sets); nil keeps all.
+	Carry func(old []nftables.SetElement) []nftables.SetElement
 }
 
 // Elem is one set element: its text as nft lists it and its key bytes.
@@ -263,6 +268,7 @@ func Build(s Spec) (*Table, error) {
 			rule(oifname(s.WAN, false), addrInPrefix(addrField{}, s.Subnet4, false), masquerade()),
 		}},
 	)
+	addLearned(t, s) // learned.go
 	return t, nil
 }
 
