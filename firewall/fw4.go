@@ -31,8 +31,32 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/google/nftables"
+
 	"github.com/voipgw/voipgw/uci"
 )
+
+// fw4Priority is where voipgw's filter chains hook in: one before fw4's (priority
+// filter). At equal priority the kernel runs base chains in registration order, and
+// every voipgw apply re-creates its table, so fw4 (started first at boot) would
+// usually run first; its forward chain then rejects (RST / ICMP) what voipgw means to
+// drop silently, and voipgw's counters (blocked_lan, blocked_inbound) never see those
+// packets. Running first makes voipgw's silent drop and its counts the same with or
+// without fw4. Accepts are unaffected: an accept only ends one base chain, and fw4
+// still sees (and may drop) every packet voipgw accepts.
+const (
+	fw4Priority     = -1
+	fw4PriorityText = "filter - 1"
+)
+
+// runBeforeFW4 moves the table's filter base chains at priority filter to fw4Priority.
+func runBeforeFW4(t *Table) {
+	for _, c := range t.Chains {
+		if h := c.Hook; h != nil && h.Type == nftables.ChainTypeFilter && h.Priority == 0 {
+			h.Priority, h.PrioText = fw4Priority, fw4PriorityText
+		}
+	}
+}
 
 // Names of voipgw's sections in /etc/config/firewall and of its zone. Named sections,
 // so that voipgw finds (and on removal deletes) exactly its own and nothing else.

@@ -314,3 +314,36 @@ func TestUCIQuote(t *testing.T) {
 		}
 	}
 }
+
+// voipgw's filter chains hook in just before fw4's (priority filter), so its silent
+// drops and counters do not depend on which table was loaded first; its other base
+// chains keep their places.
+func TestChainsRunBeforeFW4(t *testing.T) {
+	tbl, err := Build(labSpec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"input": "filter - 1", "forward": "filter - 1", "prerouting": "mangle", "postrouting": "srcnat"}
+	for _, c := range tbl.Chains {
+		if c.Hook == nil {
+			continue
+		}
+		w, ok := want[c.Name]
+		if !ok {
+			continue
+		}
+		if c.Hook.PrioText != w {
+			t.Errorf("chain %s: priority %s (%d), want %s", c.Name, c.Hook.PrioText, c.Hook.Priority, w)
+		}
+		if w == "filter - 1" && c.Hook.Priority != -1 {
+			t.Errorf("chain %s: priority %d, want -1", c.Name, c.Hook.Priority)
+		}
+		delete(want, c.Name)
+	}
+	if len(want) != 0 {
+		t.Errorf("chains not found: %v", want)
+	}
+	if !strings.Contains(tbl.Render(), "type filter hook forward priority filter - 1; policy accept;") {
+		t.Errorf("render does not show the forward chain at filter - 1")
+	}
+}

@@ -269,6 +269,7 @@ func Build(s Spec) (*Table, error) {
 		}},
 	)
 	addLearned(t, s) // learned.go
+	runBeforeFW4(t)  // fw4.go
 	return t, nil
 }
 
