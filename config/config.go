@@ -39,6 +39,7 @@ type Config struct {
 	// DNS forwarder and DHCP server of `voipgw run` (dns.go, dhcp.go).
 	Forwarder Forwarder `json:"dns_forwarder"` // dns.go
 	DHCP      DHCP      `json:"dhcp"`          // dhcp.go
+	SIP       SIP       `json:"sip"`           // sip.go: SIP ALG and per-flow timeouts
 }
 
 // Network is the VoIP network (the `vlan` section).
@@ -227,6 +228,7 @@ func FromUCI(f *uci.File) (*Config, []Warning, error) {
 
 	v.forwarderFromUCI(f, c) // dns.go
 	v.dhcpFromUCI(f, c)      // dhcp.go
+	v.sipFromUCI(f, c)       // sip.go
 	if v.err == nil {
 		v.crossCheck(c, m, vlans)
 	}
