@@ -125,15 +125,18 @@ func (m *Matcher) Ports(name string) []catalog.PortRange {
 		out = append(out, m.wild[after]...)
 		rest = after
 	}
-	return unionPorts(out)
+	return UnionPorts(out)
 }
 
-// unionPorts merges port ranges per protocol (sorted, disjoint, adjacent merged).
-func unionPorts(ps []catalog.PortRange) []catalog.PortRange {
+// UnionPorts merges port ranges per protocol (sorted, disjoint, adjacent merged).
+func UnionPorts(lists ...[]catalog.PortRange) []catalog.PortRange {
+	var ps []catalog.PortRange
+	for _, l := range lists {
+		ps = append(ps, l...)
+	}
 	if len(ps) == 0 {
 		return nil
 	}
-	ps = slices.Clone(ps)
 	slices.SortFunc(ps, func(a, b catalog.PortRange) int {
 		return cmp.Or(cmp.Compare(a.Proto, b.Proto), cmp.Compare(a.First, b.First))
 	})
@@ -149,7 +152,7 @@ func unionPorts(ps []catalog.PortRange) []catalog.PortRange {
 	return out
 }
 
-// covers reports whether the ports (a unionPorts result) include all of r.
+// covers reports whether the ports (a UnionPorts result) include all of r.
 func covers(ports []catalog.PortRange, r catalog.PortRange) bool {
 	for _, p := range ports {
 		if p.Proto == r.Proto && p.First <= r.First && r.Last <= p.Last {
@@ -249,7 +252,7 @@ func dnatTo(a netip.Addr) Stmt {
 // that led to it, and how long it stays.
 type Learned struct {
 	Addr    netip.Addr
-	Ports   []catalog.PortRange // unionPorts form
+	Ports   []catalog.PortRange // UnionPorts form
 	Names   []string            // the names answered with this address (element comment)
 	Timeout time.Duration       // when adding: the element timeout; when read back: time left
 }
@@ -333,7 +336,7 @@ func groupLearned(elems []nftables.SetElement) []Learned {
 	out := make([]Learned, 0, len(order))
 	for _, a := range order {
 		l := by[a]
-		l.Ports = unionPorts(l.Ports)
+		l.Ports = UnionPorts(l.Ports)
 		out = append(out, *l)
 	}
 	slices.SortFunc(out, func(a, b Learned) int { return a.Addr.Compare(b.Addr) })
@@ -355,7 +358,7 @@ func carryLearned(m *Matcher, size int) func([]nftables.SetElement) []nftables.S
 			for _, n := range strings.Fields(e.Comment) {
 				ports = append(ports, m.Ports(n)...)
 			}
-			if covers(unionPorts(ports), p) {
+			if covers(UnionPorts(ports), p) {
 				keep = append(keep, e)
 			}
 		}

@@ -172,7 +172,7 @@ func TestLearnedInKernel(t *testing.T) {
 		// Refresh with a longer timeout and an extra name: delete + add in one batch.
 		sbc2 := sbc
 		sbc2.Timeout, sbc2.Names = 2*time.Hour, []string{"sbc.example.net", "a.webex.example"}
-		sbc2.Ports = unionPorts(append(slices.Clone(sbc.Ports), m.Ports("a.webex.example")...))
+		sbc2.Ports = UnionPorts(append(slices.Clone(sbc.Ports), m.Ports("a.webex.example")...))
 		if err := l.Update([]Change{{Old: &sbc, New: &sbc2}}); err != nil {
 			return err
 		}
