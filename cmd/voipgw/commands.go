@@ -249,10 +249,13 @@ type statusReport struct {
 	Features      map[string]any  `json:"features,omitempty"` // filled by statusProviders
 	ConfigPath    string          `json:"config_path"`
 	StateRecorded bool            `json:"state_recorded"`
+
+	// StateDir is where daemon components publish their status (for statusProviders).
+	StateDir string `json:"-"`
 }
 
 func cmdStatus(ctx context.Context, o *options, out io.Writer, log *slog.Logger) error {
-	rep := statusReport{ConfigPath: o.config, Problems: []string{}, Scanners: []string{}}
+	rep := statusReport{ConfigPath: o.config, Problems: []string{}, Scanners: []string{}, StateDir: o.stateDir}
 	rec, err := loadRecord(o.stateDir)
 	if err != nil {
 		rep.Problems = append(rep.Problems, err.Error())
