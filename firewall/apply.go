@@ -46,6 +46,7 @@ func Apply(t *Table) error {
 		ctr := prev.counters[name]
 		c.AddObj(&nftables.CounterObj{Table: nt, Name: name, Bytes: ctr.Bytes, Packets: ctr.Packets})
 	}
+	addCtTimeouts(c, nt, t) // sip.go
 	for _, s := range t.Sets {
 		if err := addSet(c, nt, s, prev.elems[s.Name]); err != nil {
 			return fmt.Errorf("set %s: %w", s.Name, err)

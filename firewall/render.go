@@ -14,6 +14,7 @@ func (t *Table) Render() string {
 	for _, c := range t.Counters {
 		fmt.Fprintf(&b, "\tcounter %s {\n\t}\n\n", c)
 	}
+	b.WriteString(t.renderCtTimeouts()) // sip.go
 	for _, s := range t.Sets {
 		b.WriteString(s.render())
 	}

@@ -43,6 +43,7 @@ func SpecFromConfig(c *config.Config, resolved map[string][]netip.Addr, hash str
 		ConfigHash: hash,
 	}
 	s.DNS = dnsSpecFromConfig(c) // learned.go
+	s.SIP = sipSpecFromConfig(c) // sip.go
 	var missing []Unresolved
 	for _, a := range c.Allows {
 		var prefixes []netip.Prefix

@@ -28,6 +28,7 @@ type Spec struct {
 	ConfigHash string // recorded in the table and shown by status
 	// DNS forwarder: learned sets and DNS interception (learned.go).
 	DNS DNSSpec
+	SIP SIPSpec // per-flow conntrack timeouts of SIP and media (sip.go)
 }
 
 // ScanSpec configures port-scan detection on WAN.
@@ -69,10 +70,11 @@ const (
 
 // Table is the desired nftables table as data.
 type Table struct {
-	Name     string
-	Counters []string
-	Sets     []*Set
-	Chains   []*Chain
+	Name       string
+	Counters   []string
+	CtTimeouts []*CtTimeout // sip.go
+	Sets       []*Set
+	Chains     []*Chain
 }
 
 // Field is one component of a set key, with its nft datatype.
@@ -269,6 +271,7 @@ func Build(s Spec) (*Table, error) {
 		}},
 	)
 	addLearned(t, s) // learned.go
+	addSIP(t, s)     // sip.go
 	runBeforeFW4(t)  // fw4.go
 	return t, nil
 }
