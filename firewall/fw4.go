@@ -18,9 +18,9 @@ package firewall
 //
 // The zone only permits; voipgw's table stays the authority for what the phones may
 // reach (a drop in any table is final): forward to WAN is allowed by fw4 and then
-// narrowed to the allowlist by voipgw; forward to LAN has no fw4 forwarding (rejected
-// by the zone's policy) and is also dropped by voipgw; input is ACCEPT in fw4 and
-// narrowed to DHCP/DNS/NTP/ping by voipgw's input chain.
+// narrowed to the allowlist by voipgw; forward to LAN has no fw4 forwarding (fw4's
+// default forward policy refuses it) and is dropped by voipgw first; input is ACCEPT
+// in fw4 and narrowed to DHCP/DNS/NTP/ping by voipgw's input chain.
 //
 // What is computed here is pure: the desired zone from voipgw's config and the
 // current network and firewall files, and the `uci batch` commands that make the
@@ -175,7 +175,9 @@ func (z FW4Zone) sections() []struct {
 			// the router (DHCP, DNS, NTP, ping); fw4 must not drop what it allows.
 			{name: "input", values: []string{"ACCEPT"}},
 			{name: "output", values: []string{"ACCEPT"}},
-			// REJECT: nothing but the forwarding below (to WAN) leaves the VoIP zone,
+			// A zone's forward policy is for traffic within the zone; traffic to other
+			// zones passes fw4 only through a forwarding (below: to WAN only) and meets
+			// fw4's default forward policy otherwise, so the phones cannot reach the LAN
 			// even if voipgw's table were missing.
 			{name: "forward", values: []string{"REJECT"}},
 		}},
