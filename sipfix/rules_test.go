@@ -1,8 +1,8 @@
 package sipfix
 
 import (
-	"fmt"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os/exec"
