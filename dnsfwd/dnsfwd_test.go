@@ -129,7 +129,8 @@ var (
 
 func newFixture(t *testing.T, max int, clients ...netip.Prefix) *fixture {
 	t.Helper()
-	z := &lab.Zone{TTL: 60}
+	z := &lab.Zone{}
+	z.SetTTL(60)
 	z.Set("phone.wild.example", wildAddr)
 	z.Set("other.example", otherAddr)
 	z.SetCNAME("alias.wild.example", "edge.cdn.example")
@@ -248,7 +249,7 @@ func TestOtherNamesAreNotLearned(t *testing.T) {
 // the chain are learned (both families, the TTL floor applied).
 func TestCNAMEChain(t *testing.T) {
 	fx := newFixture(t, 64)
-	fx.zone.TTL = 1 // below the 5 s floor
+	fx.zone.SetTTL(1) // below the 5 s floor
 	fx.ask(t, "udp", "alias.wild.example", dns.TypeA)
 	fx.ask(t, "udp", "alias.wild.example", dns.TypeAAAA)
 	for _, a := range []netip.Addr{wildAddr, netip.MustParseAddr("2001:db8:cafe::70")} {
@@ -266,7 +267,7 @@ func TestCNAMEChain(t *testing.T) {
 // Replies that do not answer the outstanding query are discarded, whatever they say.
 func TestSpoofedRepliesDiscarded(t *testing.T) {
 	fx := newFixture(t, 64)
-	fx.zone.BeforeAnswer = func(w dns.ResponseWriter, req *dns.Msg) {
+	fx.zone.SetBeforeAnswer(func(w dns.ResponseWriter, req *dns.Msg) {
 		if _, udp := w.RemoteAddr().(*net.UDPAddr); !udp {
 			return
 		}
@@ -279,7 +280,7 @@ func TestSpoofedRepliesDiscarded(t *testing.T) {
 		}
 		bad(req.Id+1, req.Question[0].Name) // wrong ID
 		bad(req.Id, "evil.wild.example")    // right ID, another question
-	}
+	})
 	resp := fx.ask(t, "udp", "phone.wild.example", dns.TypeA)
 	if got := answerAddrsOf(resp); !slices.Equal(got, []netip.Addr{wildAddr}) {
 		t.Fatalf("answer %v, want the real one", got)

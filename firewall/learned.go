@@ -9,8 +9,9 @@ package firewall
 // flags interval (port ranges such as RTP udp/40000-65000 are one element) and
 // timeout (each element carries max(TTL, floor)). The kernel backs a concatenated
 // interval set with pipapo, which supports per-element timeouts (measured on 6.18;
-// the VM suite runs the same test on Debian's 6.1). The set has a size: the kernel
-// refuses elements beyond it (ENFILE), and the daemon evicts before that.
+// the VM suite runs the same test on Debian's 6.1). The daemon caps the live
+// elements (learned_max, evicting the oldest); the set's size is a hard bound above
+// that (KernelSetSize): the kernel refuses elements beyond it (ENFILE).
 //
 // Re-adding an existing element refreshes its timeout on new kernels (6.18) but
 // not on 6.1, and overlapping interval elements are refused (EEXIST), so a refresh
@@ -162,6 +163,14 @@ func covers(ports []catalog.PortRange, r catalog.PortRange) bool {
 	return false
 }
 
+// KernelSetSize is the size of a learned set for a cap of max live elements. The
+// daemon keeps the live elements within max; the kernel counts expired elements
+// against the size until its garbage collection (at most once a second, on a
+// commit, asynchronous) has removed them (measured on 6.18: a set of size 4 with
+// 2 expired elements refused a third live one). Twice the cap absorbs that, and
+// the set still has a hard bound.
+func KernelSetSize(max uint32) uint32 { return 2 * max }
+
 // addLearned adds the learned sets, their lookups in voip_out and the DNS
 // interception to the table. Build calls it last.
 func addLearned(t *Table, s Spec) {
@@ -179,7 +188,7 @@ func addLearned(t *Table, s Spec) {
 	}
 	matcher := NewMatcher(d.Rules)
 	for _, name := range []string{SetLearned4, SetLearned6} {
-		t.Sets = append(t.Sets, &Set{Name: name, Fields: allowFields(name == SetLearned6), Interval: true, Timeout: floor, Size: size,
+		t.Sets = append(t.Sets, &Set{Name: name, Fields: allowFields(name == SetLearned6), Interval: true, Timeout: floor, Size: KernelSetSize(size),
 			Keep: true, Carry: carryLearned(matcher, int(size)), Comment: "allowlist: learned from the phones' DNS answers"})
 	}
 	out := t.chain("voip_out")

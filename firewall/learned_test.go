@@ -117,7 +117,7 @@ func TestBuildWithForwarder(t *testing.T) {
 	}
 	r := tbl.Render()
 	for _, want := range []string{
-		"set learned4 {\n\t\ttype ipv4_addr . inet_proto . inet_service\n\t\tsize 8\n\t\tflags interval,timeout\n\t\ttimeout 5m\n",
+		"set learned4 {\n\t\ttype ipv4_addr . inet_proto . inet_service\n\t\tsize 16\n\t\tflags interval,timeout\n\t\ttimeout 5m\n",
 		"udp dport 53 counter name \"blocked_not_allowlisted\" drop\n\t\ttcp dport 53 counter name \"blocked_not_allowlisted\" drop\n\t\tip daddr . meta l4proto . th dport @allow4 ",
 		"ip6 daddr . meta l4proto . th dport @learned6 counter name \"allowed\" accept\n\t\tcounter name \"blocked_not_allowlisted\" drop\n",
 		"type nat hook prerouting priority dstnat; policy accept;\n\t\tiifname \"voip0\" meta nfproto ipv4 udp dport 53 dnat ip to 192.0.2.1\n",
@@ -209,7 +209,7 @@ func TestLearnedInKernel(t *testing.T) {
 		}
 		defer l.Close()
 		var ch []Change
-		for i := 0; i < 9; i++ { // 9 more single-port addresses: 3 + 9 > size 8
+		for i := 0; i < 14; i++ { // 14 more single-port addresses: 3 + 14 > size 16 (twice the cap 8)
 			a := Learned{Addr: netip.AddrFrom4([4]byte{203, 0, 113, byte(100 + i)}), Ports: mustPorts("tcp/443"), Names: []string{"x.webex.example"}, Timeout: time.Minute}
 			ch = append(ch, Change{New: &a})
 		}

@@ -21,25 +21,38 @@ var (
 	WildHost   = netip.MustParseAddr("203.0.113.70") // reached only through a wildcard name
 	OtherHost  = netip.MustParseAddr("203.0.113.71") // a name no allowlist entry matches
 	SpoofHost  = netip.MustParseAddr("203.0.113.72") // what spoofed answers claim
-	ExtraHosts = []netip.Addr{WildHost, OtherHost, SpoofHost}
+	ShortHost  = netip.MustParseAddr("203.0.113.73") // a wildcard name with a short TTL
+	ExtraHosts = []netip.Addr{WildHost, OtherHost, SpoofHost, ShortHost}
 )
 
 // Zone is a programmable authoritative server for tests.
 type Zone struct {
-	TTL uint32 // of every record; 0 means 300
-
 	mu      sync.Mutex
+	ttl     uint32                  // of every record; 0 means 300
 	records map[string][]netip.Addr // "name" or "*.domain"
 	cnames  map[string]string
 	synth   map[string]func(name string) netip.Addr // "*.domain" → address per name
-	// BeforeAnswer, if set, runs before the real answer is written and may write
-	// other datagrams to the asker (spoofed replies).
-	BeforeAnswer func(w dns.ResponseWriter, req *dns.Msg)
+	before  func(w dns.ResponseWriter, req *dns.Msg)
 
 	Queries atomic.Uint64
 }
 
 func canon(name string) string { return strings.TrimSuffix(strings.ToLower(name), ".") }
+
+// SetTTL sets the TTL of every record (0: 300 s).
+func (z *Zone) SetTTL(ttl uint32) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	z.ttl = ttl
+}
+
+// SetBeforeAnswer installs fn (nil removes it): it runs before the real answer is
+// written and may write other datagrams to the asker (spoofed replies).
+func (z *Zone) SetBeforeAnswer(fn func(w dns.ResponseWriter, req *dns.Msg)) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	z.before = fn
+}
 
 // Set makes name (or "*.domain") answer with addrs.
 func (z *Zone) Set(name string, addrs ...netip.Addr) {
@@ -93,8 +106,11 @@ func (z *Zone) lookup(name string) ([]netip.Addr, bool) {
 // ServeDNS answers A and AAAA queries from the zone, following its CNAMEs.
 func (z *Zone) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	z.Queries.Add(1)
-	if z.BeforeAnswer != nil {
-		z.BeforeAnswer(w, req)
+	z.mu.Lock()
+	before, ttl := z.before, z.ttl
+	z.mu.Unlock()
+	if before != nil {
+		before(w, req)
 	}
 	m := new(dns.Msg)
 	m.SetReply(req)
@@ -105,7 +121,6 @@ func (z *Zone) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		return
 	}
 	q := req.Question[0]
-	ttl := z.TTL
 	if ttl == 0 {
 		ttl = 300
 	}
