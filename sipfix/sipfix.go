@@ -79,14 +79,11 @@ func Detect(ctx context.Context, t Target) Report {
 	return rep
 }
 
-// Problems turns a report into status lines; alg is the config's sip.alg.
+// Problems turns a report into status problems; alg is the config's sip.alg.
 func (r *Report) Problems(alg bool) []string {
 	var p []string
 	if alg {
-		if len(r.Rules) > 0 || len(r.Flows) > 0 {
-			p = append(p, fmt.Sprintf("SIP ALG left on (sip.alg '1'): %d rule(s) attach the sip helper, %d VoIP conntrack entr(y/ies) carry it; the provider asks for it off", len(r.Rules), len(r.Flows)))
-		}
-		return p
+		return nil // the admin's choice; status prints a warning, not a problem
 	}
 	for _, f := range r.Active() {
 		p = append(p, fmt.Sprintf("SIP ALG: %s attaches the sip helper to VoIP traffic: run voipgw apply", f))
