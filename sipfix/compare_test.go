@@ -1,8 +1,8 @@
 package sipfix
 
 import (
-	"fmt"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -14,16 +14,16 @@ import (
 // A REGISTER as a Yealink phone at 192.168.20.10 sends it, and as it leaves a
 // router whose SIP ALG (Linux nf_nat_sip behind masquerade to 198.51.100.2) mapped
 // Via, Contact and the SDP to the public address; the ALG also fixed Content-Length.
-var phoneRegister = withBody("REGISTER sip:sbc.icvoip.net SIP/2.0\r\n" +
-	"Via: SIP/2.0/UDP 192.168.20.10:5060;branch=z9hG4bK1466893337;rport\r\n" +
-	"From: \"201\" <sip:201@sbc.icvoip.net:5060>;tag=1583539126\r\n" +
-	"To: \"201\" <sip:201@sbc.icvoip.net:5060>\r\n" +
-	"Call-ID: 1853416519@192.168.20.10\r\n" +
-	"CSeq: 1 REGISTER\r\n" +
-	"Contact: <sip:201@192.168.20.10:5060>\r\n" +
-	"Max-Forwards: 70\r\n" +
-	"User-Agent: Yealink SIP-T46U 108.86.0.45\r\n" +
-	"Expires: 3600\r\n" +
+var phoneRegister = withBody("REGISTER sip:sbc.icvoip.net SIP/2.0\r\n"+
+	"Via: SIP/2.0/UDP 192.168.20.10:5060;branch=z9hG4bK1466893337;rport\r\n"+
+	"From: \"201\" <sip:201@sbc.icvoip.net:5060>;tag=1583539126\r\n"+
+	"To: \"201\" <sip:201@sbc.icvoip.net:5060>\r\n"+
+	"Call-ID: 1853416519@192.168.20.10\r\n"+
+	"CSeq: 1 REGISTER\r\n"+
+	"Contact: <sip:201@192.168.20.10:5060>\r\n"+
+	"Max-Forwards: 70\r\n"+
+	"User-Agent: Yealink SIP-T46U 108.86.0.45\r\n"+
+	"Expires: 3600\r\n"+
 	"Content-Type: application/sdp\r\n",
 	"v=0\r\no=- 1 1 IN IP4 192.168.20.10\r\nc=IN IP4 192.168.20.10\r\nm=audio 11780 RTP/AVP 0\r\n")
 
