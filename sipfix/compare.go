@@ -3,6 +3,7 @@ package sipfix
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/emiago/sipgo/sip"
@@ -98,7 +99,9 @@ func Verdict(diffs []Diff) string {
 	}
 	var names []string
 	for _, d := range diffs {
-		names = append(names, d.Field)
+		if !slices.Contains(names, d.Field) {
+			names = append(names, d.Field)
+		}
 	}
 	return "SIP ALG rewrote " + strings.Join(names, ", ") +
 		": switch the SIP ALG off (voipgw: sip.alg '0' and voipgw apply; other routers: disable \"SIP ALG\"/\"SIP helper\", on Linux the nf_conntrack_sip helper)"

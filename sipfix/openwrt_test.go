@@ -1,6 +1,8 @@
 package sipfix
 
 import (
+	"io"
+	"log/slog"
 	"os"
 	"slices"
 	"strings"
@@ -127,6 +129,8 @@ func TestNeutraliseOpenWrtRunsUCI(t *testing.T) {
 		t.Errorf("restore ran %q", ran)
 	}
 }
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func writeFile(t *testing.T, path, s string) {
 	t.Helper()

@@ -1,4 +1,4 @@
-package sipfix
+package sipfix_test
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/voipgw/voipgw/lab"
+	"github.com/voipgw/voipgw/sipfix"
 )
 
 // fw4Like is what OpenWrt's firewall4 renders for a zone with automatic helpers
@@ -59,7 +60,7 @@ func nft(t *testing.T, ns *lab.NS, stdin string, args ...string) string {
 	return out
 }
 
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // Apply narrows the zone's sip rules (in place, same handles), deletes the one it
 // cannot narrow, leaves everything else; restore brings back the exact listing.
@@ -71,9 +72,9 @@ func TestNeutraliseAndRestoreRules(t *testing.T) {
 	nft(t, ns, fw4Like, "-f", "-")
 	before := nft(t, ns, "", "-a", "list", "ruleset")
 
-	var changes []RuleChange
+	var changes []sipfix.RuleChange
 	err := ns.Do(func() (err error) {
-		changes, err = NeutraliseRules(context.Background(), quiet(), "voip0", "voipgw", nil)
+		changes, err = sipfix.NeutraliseRules(context.Background(), discard(), "voip0", "voipgw", nil)
 		return err
 	})
 	if err != nil {
@@ -99,7 +100,7 @@ func TestNeutraliseAndRestoreRules(t *testing.T) {
 	// Narrowed in place: the rule keeps its handle (and so its position).
 	withHandles := nft(t, ns, "", "-a", "list", "ruleset")
 	for _, c := range changes {
-		if c.Action != ActionNarrow {
+		if c.Action != sipfix.ActionNarrow {
 			continue
 		}
 		if want := fmt.Sprintf("iifname != \"voip0\" udp dport 5060 ct helper set \"sip\" comment \"!fw4: SIP VoIP connection tracking\" # handle %d\n", c.Handle); !strings.Contains(withHandles, want) {
@@ -110,7 +111,7 @@ func TestNeutraliseAndRestoreRules(t *testing.T) {
 	// A second apply keeps the record and changes nothing.
 	again := changes
 	if err := ns.Do(func() (err error) {
-		again, err = NeutraliseRules(context.Background(), quiet(), "voip0", "voipgw", changes)
+		again, err = sipfix.NeutraliseRules(context.Background(), discard(), "voip0", "voipgw", changes)
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -119,7 +120,7 @@ func TestNeutraliseAndRestoreRules(t *testing.T) {
 		t.Errorf("second apply: %d changes, ruleset changed: %v", len(again), strip(nft(t, ns, "", "-a", "list", "ruleset")) != after)
 	}
 
-	if err := ns.Do(func() error { return RestoreRules(context.Background(), quiet(), again) }); err != nil {
+	if err := ns.Do(func() error { return sipfix.RestoreRules(context.Background(), discard(), again) }); err != nil {
 		t.Fatal(err)
 	}
 	restored := nft(t, ns, "", "-a", "list", "ruleset")

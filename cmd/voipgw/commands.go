@@ -181,9 +181,13 @@ func applyConfig(ctx context.Context, o *options, log *slog.Logger) (*plan, erro
 			log.Warn("could not remove the previous table", "table", prev.Table, "err", err)
 		}
 	}
-	rec := &record{Table: p.table.Name, ConfigHash: p.hash, ConfigPath: o.config, AppliedAt: time.Now().UTC(), VLAN: vst}
+	sipState, sipErr := applySIP(ctx, p, prev, log) // sip.go: SIP ALG off outside voipgw's table
+	rec := &record{Table: p.table.Name, ConfigHash: p.hash, ConfigPath: o.config, AppliedAt: time.Now().UTC(), VLAN: vst, SIP: sipState}
 	if err := saveRecord(o.stateDir, rec); err != nil {
 		return nil, err
+	}
+	if sipErr != nil {
+		return nil, sipErr
 	}
 	return p, nil
 }
@@ -214,6 +218,9 @@ func cmdDown(ctx context.Context, o *options, out io.Writer, log *slog.Logger) e
 			return fmt.Errorf("table inet %s exists but was not made by voipgw; not removing it", table)
 		}
 		vst = stateFromKernel(cfg.Net.Ifname)
+	}
+	if err := downSIP(ctx, o, rec, log); err != nil { // sip.go: restore what apply changed outside the table
+		return err
 	}
 	removed, err := firewall.Delete(table)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/voipgw/voipgw/sipfix"
 	"github.com/voipgw/voipgw/vlan"
 )
 
@@ -20,6 +21,9 @@ type record struct {
 	ConfigPath string     `json:"config_path"`
 	AppliedAt  time.Time  `json:"applied_at"`
 	VLAN       vlan.State `json:"vlan"`
+	// SIP is what apply changed outside voipgw's table to switch the SIP ALG off
+	// (foreign rules, firewall4 options, unloaded modules); down restores it.
+	SIP *sipfix.State `json:"sip,omitempty"`
 }
 
 func recordPath(dir string) string { return filepath.Join(dir, "state.json") }
