@@ -40,6 +40,8 @@ type Config struct {
 	Forwarder Forwarder `json:"dns_forwarder"` // dns.go
 	DHCP      DHCP      `json:"dhcp"`          // dhcp.go
 	SIP       SIP       `json:"sip"`           // sip.go: SIP ALG and per-flow timeouts
+	NAT       NAT       `json:"nat"`           // nat.go: full-cone NAT of the phones' UDP
+	Keepalive Keepalive `json:"keepalive"`     // nat.go: RTP keep-alive helper of voipgw run
 }
 
 // Network is the VoIP network (the `vlan` section).
@@ -229,6 +231,7 @@ func FromUCI(f *uci.File) (*Config, []Warning, error) {
 	v.forwarderFromUCI(f, c) // dns.go
 	v.dhcpFromUCI(f, c)      // dhcp.go
 	v.sipFromUCI(f, c)       // sip.go
+	v.natFromUCI(f, c)       // nat.go
 	if v.err == nil {
 		v.crossCheck(c, m, vlans)
 	}

@@ -77,12 +77,9 @@ func Apply(t *Table) error {
 }
 
 func (s *Set) nft(t *nftables.Table) (*nftables.Set, error) {
-	key := s.Fields[0]
-	if len(s.Fields) > 1 {
-		var err error
-		if key, err = nftables.ConcatSetType(s.Fields...); err != nil {
-			return nil, err
-		}
+	key, err := fieldsType(s.Fields)
+	if err != nil {
+		return nil, err
 	}
 	ns := &nftables.Set{
 		Table: t, Name: s.Name, KeyType: key,
@@ -90,12 +87,26 @@ func (s *Set) nft(t *nftables.Table) (*nftables.Set, error) {
 		Dynamic: s.Dynamic, HasTimeout: s.Timeout > 0, Timeout: s.Timeout,
 		Size: s.Size, Comment: s.Comment,
 	}
+	if len(s.Data) > 0 {
+		ns.IsMap = true
+		if ns.DataType, err = fieldsType(s.Data); err != nil {
+			return nil, err
+		}
+	}
 	if len(s.Fields) == 1 && s.Fields[0].Name == nftables.TypeIFName.Name {
 		// Strings are host-endian in nft's type system; without this hint in the set's
 		// user data, nft cannot print the elements (it shows "").
 		ns.KeyByteOrder = binaryutil.NativeEndian
 	}
 	return ns, nil
+}
+
+// fieldsType is the nft type of a key or data: one datatype or their concatenation.
+func fieldsType(fs []Field) (nftables.SetDatatype, error) {
+	if len(fs) == 1 {
+		return fs[0], nil
+	}
+	return nftables.ConcatSetType(fs...)
 }
 
 func addSet(c *nftables.Conn, t *nftables.Table, s *Set, carried []nftables.SetElement) error {
@@ -128,7 +139,7 @@ func (s *Set) netlinkElems() []nftables.SetElement {
 	for _, e := range s.Elems {
 		switch {
 		case !s.Interval:
-			out = append(out, nftables.SetElement{Key: e.Key})
+			out = append(out, nftables.SetElement{Key: e.Key, Val: e.Val})
 		case len(s.Fields) > 1:
 			out = append(out, nftables.SetElement{Key: e.Key, KeyEnd: e.KeyEnd})
 		default:
@@ -190,8 +201,11 @@ func readCarryOver(c *nftables.Conn, t *Table) (carryOver, error) {
 		if err != nil {
 			continue // the previous table had no such set
 		}
-		if old.KeyType.Bytes != keyLen(s) {
+		if old.KeyType.Bytes != keyLen(s) || old.IsMap != (len(s.Data) > 0) {
 			continue // type changed: nothing to carry
+		}
+		if dt, err := fieldsType(s.Data); len(s.Data) > 0 && (err != nil || old.DataType.Bytes != dt.Bytes) {
+			continue // a map's data type changed
 		}
 		elems, err := c.GetSetElements(old)
 		if err != nil {
@@ -200,7 +214,7 @@ func readCarryOver(c *nftables.Conn, t *Table) (carryOver, error) {
 		var keep []nftables.SetElement
 		for _, e := range elems {
 			if e.Expires > 0 {
-				keep = append(keep, nftables.SetElement{Key: e.Key, KeyEnd: e.KeyEnd, Comment: e.Comment, Timeout: e.Expires})
+				keep = append(keep, nftables.SetElement{Key: e.Key, KeyEnd: e.KeyEnd, Val: e.Val, Comment: e.Comment, Timeout: e.Expires})
 			}
 		}
 		if s.Carry != nil {

@@ -33,7 +33,15 @@ func (s *Set) typeText() string {
 	for i, f := range s.Fields {
 		names[i] = f.Name
 	}
-	return strings.Join(names, " . ")
+	text := strings.Join(names, " . ")
+	if len(s.Data) > 0 {
+		data := make([]string, len(s.Data))
+		for i, f := range s.Data {
+			data[i] = f.Name
+		}
+		text += " : " + strings.Join(data, " . ")
+	}
+	return text
 }
 
 func (s *Set) flagsText() string {
@@ -52,7 +60,11 @@ func (s *Set) flagsText() string {
 
 func (s *Set) render() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\tset %s {\n\t\ttype %s\n", s.Name, s.typeText())
+	kind := "set"
+	if len(s.Data) > 0 {
+		kind = "map"
+	}
+	fmt.Fprintf(&b, "\t%s %s {\n\t\ttype %s\n", kind, s.Name, s.typeText())
 	if s.Size > 0 {
 		fmt.Fprintf(&b, "\t\tsize %d\n", s.Size)
 	}

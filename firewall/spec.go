@@ -44,6 +44,7 @@ func SpecFromConfig(c *config.Config, resolved map[string][]netip.Addr, hash str
 	}
 	s.DNS = dnsSpecFromConfig(c) // learned.go
 	s.SIP = sipSpecFromConfig(c) // sip.go
+	s.NAT = natSpecFromConfig(c) // nat.go
 	var missing []Unresolved
 	for _, a := range c.Allows {
 		var prefixes []netip.Prefix

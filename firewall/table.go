@@ -29,6 +29,7 @@ type Spec struct {
 	// DNS forwarder: learned sets and DNS interception (learned.go).
 	DNS DNSSpec
 	SIP SIPSpec // per-flow conntrack timeouts of SIP and media (sip.go)
+	NAT NATSpec // full-cone NAT and media tracking for the keep-alive helper (nat.go)
 }
 
 // ScanSpec configures port-scan detection on WAN.
@@ -84,6 +85,7 @@ type Field = nftables.SetDatatype
 type Set struct {
 	Name     string
 	Fields   []Field
+	Data     []Field // a map's data type (`type K : D`); nil for a plain set (nat.go)
 	Interval bool
 	Dynamic  bool          // filled from the packet path (flags dynamic)
 	Timeout  time.Duration // default element timeout (flags timeout)
@@ -101,6 +103,7 @@ type Elem struct {
 	Text   string
 	Key    []byte
 	KeyEnd []byte // for interval sets: inclusive end (concatenations) or nil
+	Val    []byte // for maps: the data (Text then reads "key : data")
 }
 
 // Chain is a chain; a base chain has a Hook.
@@ -272,6 +275,7 @@ func Build(s Spec) (*Table, error) {
 	)
 	addLearned(t, s) // learned.go
 	addSIP(t, s)     // sip.go
+	addNAT(t, s)     // nat.go
 	runBeforeFW4(t)  // fw4.go
 	return t, nil
 }

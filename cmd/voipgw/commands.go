@@ -76,6 +76,7 @@ func makePlan(ctx context.Context, o *options, log *slog.Logger, resolve bool) (
 		log.Info("resolved", "names", ok, "of", len(names), "took", time.Since(start).Round(time.Millisecond))
 	}
 	spec, missing := firewall.SpecFromConfig(cfg, resolved, p.hash)
+	spec.NAT.WANAddr = wanAddrForNAT(cfg, log) // nat.go
 	p.unresolved = missing
 	if p.table, err = firewall.Build(spec); err != nil {
 		return nil, err

@@ -1,0 +1,314 @@
+package firewall
+
+// Endpoint-independent ("full cone") NAT for the phones' UDP flows, in the kernel,
+// with nothing but nftables (no out-of-tree module, no daemon):
+//
+//   - nat_out4 (map, phone ip . port → external port): the srcnat chain gives every
+//     new flow of a phone endpoint the port the endpoint already has (`snat ip to
+//     WAN:ip saddr . udp sport map @nat_out4`), so the mapping is the same towards
+//     every destination (EIM), also after a port clash, and also when the endpoint's
+//     conntrack entries are gone (masquerade alone would then pick a new port).
+//   - nat_in4 (map, external port → phone ip . port): a dstnat chain on WAN sends
+//     new inbound UDP to the router's address on a mapped port to the phone behind
+//     it (`dnat ip to udp dport map @nat_in4`): endpoint-independent filtering, or,
+//     with filtering provider, only for senders in the allowlisted platform set.
+//   - Both maps are filled from the packet path by a filter chain at postrouting
+//     just before srcnat (nat_learn): the phone's endpoint from the packet, the
+//     external port from conntrack's tuples (see learnMappings for why before NAT).
+//     Flows that began inbound (through the dnat) refresh the maps from their reply
+//     direction, or an active inbound-started flow would lose its mapping
+//     (fullcone-findings trap 3).
+//   - The map timeout is refreshed by every outbound packet; it outlives conntrack's
+//     UDP timeouts (trap 4).
+//
+// Port clashes (trap 2): `update` never overwrites an existing element, and nat_in4
+// is keyed by port alone. So a new endpoint whose source port is already an external
+// port of another endpoint's mapping is masqueraded with `random` (counted as
+// nat_remapped) instead of keeping its port. Two cases remain, both documented and
+// counted by `voipgw status` as conflicts: a random port can hit a port held in
+// nat_in4 (chance: held mappings / 64512 per remapped flow; nft cannot make the port
+// allocator avoid map keys), and a second endpoint can start a flow on the same
+// port before the first endpoint's mapping is learned (its second packet). Such an
+// endpoint works outbound (its own conntrack entries) but is not reachable inbound
+// through the mapping until one of the two mappings times out.
+//
+// The WAN address (trap 5) is not in the maps (they hold ports); it is in the
+// snat rule, taken at apply. So the maps are carried over a re-apply (elements of
+// phones outside the configured subnet or ports are dropped) and a mapping survives
+// a SIGHUP or a WAN address change; a WAN address change needs a re-apply for the
+// rule (voipgw run watches the WAN; OpenWrt's hotplug reload does it without the
+// daemon). Without a WAN address at apply (PPPoE not up yet) the reuse rule is left
+// out: plain masquerade until the next apply.
+//
+// IPv6 has no NAT: pinhole6 (phone ip6 . port) is learned the same way from the
+// phones' outbound packets and opens the same endpoint to inbound UDP in voip_in,
+// under the same filtering.
+//
+// The keep-alive helper (`voipgw run`, package media) needs to know when a phone
+// stopped sending on a media flow: media_out4/6 hold each media flow's 4-tuple with
+// a timeout of the keep-alive interval, refreshed by every packet the phone sends
+// (forward path only, so the helper's own keep-alives, which leave from the router,
+// do not count). A flow missing from the set has been silent for an interval.
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/google/nftables"
+
+	"github.com/voipgw/voipgw/config"
+)
+
+// Names of the NAT and keep-alive objects in voipgw's table.
+const (
+	SetNATOut4     = "nat_out4"
+	SetNATIn4      = "nat_in4"
+	SetNATPorts    = "nat_ports"
+	SetPinhole6    = "pinhole6"
+	SetMediaOut4   = "media_out4"
+	SetMediaOut6   = "media_out6"
+	SetMediaPorts  = "media_ports"
+	ChainNATDstnat = "nat_dstnat"
+	ChainNATLearn  = "nat_learn"
+	ChainMedia     = "media_track"
+
+	CounterNATInbound  = "nat_inbound"  // new inbound flows let in through a mapping or pinhole
+	CounterNATRemapped = "nat_remapped" // new flows given a random port: theirs was another endpoint's mapping
+)
+
+// NATSpec is the full-cone and keep-alive part of the spec.
+type NATSpec struct {
+	Enabled bool
+	Ports   []config.PortSpan // the phones' source ports that get mappings; empty: all UDP
+	EIF     bool              // endpoint-independent filtering; false: only the platform set may send in
+	Timeout time.Duration     // mapping timeout
+	WANAddr netip.Addr        // the WAN's IPv4 address at apply (read from the kernel by the caller)
+
+	// Keepalive > 0 tracks media flows (destination ports MediaPorts) in
+	// media_out4/6 with this timeout, for the keep-alive helper.
+	Keepalive  time.Duration
+	MediaPorts []config.PortSpan
+	MediaMax   uint32 // size of the media sets
+}
+
+func natSpecFromConfig(c *config.Config) NATSpec {
+	n := NATSpec{Enabled: c.NAT.Enabled, Ports: c.NAT.Ports, EIF: c.NAT.Filtering == config.FilteringEndpointIndependent, Timeout: c.NAT.Timeout}
+	if c.Keepalive.Enabled && len(c.Keepalive.Ports) > 0 {
+		n.Keepalive, n.MediaPorts = c.Keepalive.Interval, c.Keepalive.Ports
+		n.MediaMax = uint32(max(c.Keepalive.MaxFlows*2, 1024))
+	}
+	return n
+}
+
+// natMapSize bounds each map: one element per phone endpoint with a live mapping.
+const natMapSize = 65535
+
+// addNAT adds full cone and media tracking to the table Build made. Without
+// Enabled and Keepalive (a spec built by hand) it adds nothing.
+func addNAT(t *Table, s Spec) {
+	n := s.NAT
+	if n.Enabled && n.Timeout > 0 {
+		addFullCone(t, s)
+	}
+	if n.Keepalive > 0 && len(n.MediaPorts) > 0 {
+		addMediaTracking(t, s)
+	}
+}
+
+func addFullCone(t *Table, s Spec) {
+	n := s.NAT
+	wan := s.WAN
+	t.Counters = append(slices.Clone(t.Counters), CounterNATInbound, CounterNATRemapped)
+	v4port := []Field{nftables.TypeIPAddr, nftables.TypeInetService}
+	if len(n.Ports) > 0 {
+		t.Sets = append(t.Sets, &Set{Name: SetNATPorts, Fields: []Field{nftables.TypeInetService}, Interval: true,
+			Comment: "phone UDP ports with endpoint-independent mappings", Elems: portSpanElems(n.Ports)})
+	}
+	t.Sets = append(t.Sets,
+		&Set{Name: SetNATOut4, Fields: v4port, Data: []Field{nftables.TypeInetService}, Dynamic: true, Timeout: n.Timeout, Size: natMapSize,
+			Keep: true, Carry: keepEndpoints(s, func(e nftables.SetElement) []byte { return e.Key }),
+			Comment: "full cone: phone ip . port to its external port"},
+		&Set{Name: SetNATIn4, Fields: []Field{nftables.TypeInetService}, Data: v4port, Dynamic: true, Timeout: n.Timeout, Size: natMapSize,
+			Keep: true, Carry: keepEndpoints(s, func(e nftables.SetElement) []byte { return e.Val }),
+			Comment: "full cone: external port to the phone ip . port behind it"},
+	)
+	v6 := s.Subnet6.IsValid()
+	if v6 {
+		t.Sets = append(t.Sets, &Set{Name: SetPinhole6, Fields: []Field{nftables.TypeIP6Addr, nftables.TypeInetService},
+			Dynamic: true, Timeout: n.Timeout, Size: natMapSize, Keep: true, Carry: keepEndpoints(s, func(e nftables.SetElement) []byte { return e.Key }),
+			Comment: "phone ip6 . port open to inbound UDP (IPv6 has no NAT)"})
+	}
+	ports := Stmt{}
+	if len(n.Ports) > 0 {
+		ports = udpSportIn(SetNATPorts)
+	}
+
+	// dstnat: new inbound UDP to the router's own address on a mapped port goes to the phone.
+	in := []Stmt{iifname(wan, false), fibDaddrLocal()}
+	if !n.EIF {
+		in = append(in, saddrIn(false, SetPlatform4))
+	}
+	in = append(in, dnatUDPDportMap(SetNATIn4, n.EIF))
+	t.Chains = append(t.Chains, &Chain{Name: ChainNATDstnat, Comment: "full cone: inbound through a mapping",
+		Hook:  &Hook{Type: nftables.ChainTypeNAT, Hooknum: nftables.ChainHookPrerouting, HookName: "prerouting", Priority: -100, PrioText: "dstnat"},
+		Rules: []Rule{rules(in...)}})
+
+	// srcnat: an endpoint with a mapping keeps it; one whose port is another's mapping gets a random one.
+	if pr := chainByName(t, "postrouting"); pr != nil {
+		phones := addrInPrefix(addrField{}, s.Subnet4, false)
+		var first []Rule
+		if n.WANAddr.Is4() {
+			first = append(first, rule(oifname(wan, false), phones, snatUDPSaddrSportMap(n.WANAddr, SetNATOut4)))
+		}
+		first = append(first, rule(oifname(wan, false), phones, udpSportIn(SetNATIn4), counterName(CounterNATRemapped), masqueradeRandom()))
+		pr.Rules = append(first, pr.Rules...)
+	}
+
+	// learn: just before source NAT, from the packet and conntrack's tuples.
+	phones := addrInPrefix(addrField{}, s.Subnet4, false)
+	learn := []Rule{
+		rules(oifname(wan, false), phones, ctDirection(false), ctStatus(ctStatusSNAT, "snat"), ports, learnMappings(false, ports.Text == "")),
+		rules(oifname(wan, false), phones, ctDirection(true), ctStatus(ctStatusDNAT, "dnat"), ports, learnMappings(true, ports.Text == "")),
+	}
+	if v6 {
+		learn = append(learn, rules(oifname(wan, false), addrInPrefix(addrField{v6: true}, s.Subnet6, false), ports, updatePinhole6(SetPinhole6)))
+	}
+	t.Chains = append(t.Chains, &Chain{Name: ChainNATLearn, Comment: "full cone: learn mappings as phones' packets leave",
+		Hook:  &Hook{Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookPostrouting, HookName: "postrouting", Priority: 99, PrioText: "srcnat - 1"},
+		Rules: learn})
+
+	// voip_in: what came in through a mapping (dnat) or a pinhole is accepted, counted.
+	if vin := chainByName(t, "voip_in"); vin != nil && len(vin.Rules) > 0 {
+		accepts := []Rule{rule(ctStatus(ctStatusDNAT, "dnat"), counterName(CounterNATInbound), accept())}
+		if v6 {
+			r := []Stmt{daddrDportIn6(SetPinhole6)}
+			if !n.EIF {
+				r = append(r, saddrIn(true, SetPlatform6))
+			}
+			accepts = append(accepts, rules(append(r, counterName(CounterNATInbound), accept())...))
+		}
+		last := len(vin.Rules) - 1 // the final counted drop stays last
+		vin.Rules = slices.Concat(vin.Rules[:last], accepts, vin.Rules[last:])
+	}
+}
+
+func addMediaTracking(t *Table, s Spec) {
+	n := s.NAT
+	t.Sets = append(t.Sets,
+		&Set{Name: SetMediaPorts, Fields: []Field{nftables.TypeInetService}, Interval: true,
+			Comment: "destination UDP ports of media flows (keep-alive helper)", Elems: portSpanElems(n.MediaPorts)},
+		&Set{Name: SetMediaOut4, Fields: []Field{nftables.TypeIPAddr, nftables.TypeInetService, nftables.TypeIPAddr, nftables.TypeInetService},
+			Dynamic: true, Timeout: n.Keepalive, Size: n.MediaMax, Keep: true, Carry: renew(n.Keepalive, nil),
+			Comment: "media flows whose phone sent within the keep-alive interval"},
+	)
+	rs := []Rule{rule(iifname(s.VoIPIf, false), oifname(s.WAN, false), udpDportIn(SetMediaPorts), updateFlow(false, SetMediaOut4))}
+	if s.Subnet6.IsValid() {
+		t.Sets = append(t.Sets, &Set{Name: SetMediaOut6, Fields: []Field{nftables.TypeIP6Addr, nftables.TypeInetService, nftables.TypeIP6Addr, nftables.TypeInetService},
+			Dynamic: true, Timeout: n.Keepalive, Size: n.MediaMax, Keep: true, Carry: renew(n.Keepalive, nil),
+			Comment: "media flows whose phone sent within the keep-alive interval"})
+		rs = append(rs, rule(iifname(s.VoIPIf, false), oifname(s.WAN, false), udpDportIn(SetMediaPorts), updateFlow(true, SetMediaOut6)))
+	}
+	// filter + 1: after voipgw's own forward policy (filter - 1) has let the packet through.
+	t.Chains = append(t.Chains, &Chain{Name: ChainMedia, Comment: "media flows the phones keep sending on (keep-alive helper)",
+		Hook: filterHook(nftables.ChainHookForward, "forward", 1, "filter + 1"), Rules: rs})
+}
+
+// keepEndpoints is the Carry of the NAT maps: elements whose phone endpoint (taken
+// from the element by ep) is still in the VoIP subnet and the configured ports.
+func keepEndpoints(s Spec, ep func(nftables.SetElement) []byte) func([]nftables.SetElement) []nftables.SetElement {
+	return renew(s.NAT.Timeout, func(old []nftables.SetElement) []nftables.SetElement {
+		var out []nftables.SetElement
+		for _, e := range old {
+			ap, err := ParseEndpoint(ep(e))
+			if err != nil || !(s.Subnet4.Contains(ap.Addr()) || (s.Subnet6.IsValid() && s.Subnet6.Contains(ap.Addr()))) {
+				continue
+			}
+			if len(s.NAT.Ports) > 0 && !slices.ContainsFunc(s.NAT.Ports, func(p config.PortSpan) bool { return p.First <= ap.Port() && ap.Port() <= p.Last }) {
+				continue
+			}
+			out = append(out, e)
+		}
+		return out
+	})
+}
+
+// renew gives carried elements the set's full timeout again. Apply carries an
+// element with its remaining time as its own timeout, and `update` refreshes an
+// element to its own timeout: a mapping carried with 3 s left would otherwise
+// expire 3 s after every packet from then on. A re-apply so extends a live
+// element's life by at most one timeout.
+func renew(d time.Duration, pick func([]nftables.SetElement) []nftables.SetElement) func([]nftables.SetElement) []nftables.SetElement {
+	return func(old []nftables.SetElement) []nftables.SetElement {
+		if pick != nil {
+			old = pick(old)
+		}
+		for i := range old {
+			old[i].Timeout = d
+		}
+		return old
+	}
+}
+
+// rules is rule without the empty statements optional parts leave.
+func rules(stmts ...Stmt) Rule {
+	var out []Stmt
+	for _, s := range stmts {
+		if s.Text != "" {
+			out = append(out, s)
+		}
+	}
+	return Rule{Stmts: out}
+}
+
+func chainByName(t *Table, name string) *Chain {
+	for _, c := range t.Chains {
+		if c.Name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// Conntrack status bits (IPS_SRC_NAT, IPS_DST_NAT).
+const (
+	ctStatusSNAT = 0x10
+	ctStatusDNAT = 0x20
+)
+
+// Key layout of the maps as the kernel stores them (each field padded to 4 bytes).
+
+// NATKey4 is the nat_out4 key / nat_in4 data: an IPv4 endpoint.
+func NATKey4(ap netip.AddrPort) []byte {
+	b := ap.Addr().AsSlice()
+	return append(b, byte(ap.Port()>>8), byte(ap.Port()), 0, 0)
+}
+
+// PortKey is the nat_in4 key and the nat_out4 data: a port (2 bytes; only fields
+// of a concatenation are padded to 4).
+func PortKey(port uint16) []byte { return []byte{byte(port >> 8), byte(port)} }
+
+// ParseEndpoint reads an `ip . port` (or `ip6 . port`) key or data back.
+func ParseEndpoint(b []byte) (netip.AddrPort, error) {
+	switch len(b) {
+	case 8:
+		a, _ := netip.AddrFromSlice(b[:4])
+		return netip.AddrPortFrom(a, binary.BigEndian.Uint16(b[4:6])), nil
+	case 20:
+		a, _ := netip.AddrFromSlice(b[:16])
+		return netip.AddrPortFrom(a, binary.BigEndian.Uint16(b[16:18])), nil
+	}
+	return netip.AddrPort{}, fmt.Errorf("endpoint of %d bytes, want 8 or 20", len(b))
+}
+
+// FlowKey is a media_out4/6 key: phone ip . port . remote ip . port.
+func FlowKey(phone, remote netip.AddrPort) []byte {
+	var b []byte
+	for _, ap := range []netip.AddrPort{phone, remote} {
+		b = append(b, ap.Addr().AsSlice()...)
+		b = append(b, byte(ap.Port()>>8), byte(ap.Port()), 0, 0)
+	}
+	return b
+}

@@ -1,0 +1,150 @@
+package firewall
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/nftables"
+
+	"github.com/voipgw/voipgw/config"
+	"github.com/voipgw/voipgw/lab"
+)
+
+func natSpec(eif bool, ports ...config.PortSpan) Spec {
+	s := labSpec()
+	s.NAT = NATSpec{Enabled: true, Ports: ports, EIF: eif, Timeout: 5 * time.Minute, WANAddr: netip.MustParseAddr("198.51.100.2"),
+		Keepalive: 15 * time.Second, MediaPorts: []config.PortSpan{{First: 40000, Last: 65000}}, MediaMax: 2048}
+	return s
+}
+
+func chainRules(t *testing.T, tbl *Table, name string) []string {
+	t.Helper()
+	c := chainByName(tbl, name)
+	if c == nil {
+		t.Fatalf("no chain %s", name)
+	}
+	var out []string
+	for _, r := range c.Rules {
+		out = append(out, r.Text())
+	}
+	return out
+}
+
+// The table as data: which rules full cone adds where, for both filtering modes.
+func TestBuildNAT(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		spec  Spec
+		in    string // the dnat rule
+		in6   string // the pinhole accept
+		ports bool
+	}{
+		{"provider, all ports", natSpec(false),
+			`iifname "wan0" fib daddr type local ip saddr @platform4 dnat ip to udp dport map @nat_in4`,
+			`ip6 daddr . udp dport @pinhole6 ip6 saddr @platform6 counter name "nat_inbound" accept`, false},
+		{"endpoint-independent, listed ports", natSpec(true, config.PortSpan{First: 5060, Last: 5060}, config.PortSpan{First: 10000, Last: 20000}),
+			`iifname "wan0" fib daddr type local meta nfproto ipv4 dnat ip to udp dport map @nat_in4`,
+			`ip6 daddr . udp dport @pinhole6 counter name "nat_inbound" accept`, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tbl, err := Build(tc.spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := chainRules(t, tbl, ChainNATDstnat); len(got) != 1 || got[0] != tc.in {
+				t.Errorf("dstnat = %q, want %q", got, tc.in)
+			}
+			post := chainRules(t, tbl, "postrouting")
+			if len(post) != 3 || !strings.Contains(post[0], "snat ip to 198.51.100.2:ip saddr . udp sport map @nat_out4") ||
+				!strings.Contains(post[1], "udp sport @nat_in4 counter name \"nat_remapped\" masquerade random") ||
+				!strings.HasSuffix(post[2], " masquerade") {
+				t.Errorf("postrouting: mapping, then clash, then plain masquerade; got\n%s", strings.Join(post, "\n"))
+			}
+			vin := chainRules(t, tbl, "voip_in")
+			n := len(vin)
+			if vin[n-1] != `counter name "blocked_inbound" drop` || vin[n-3] != `ct status dnat counter name "nat_inbound" accept` || vin[n-2] != tc.in6 {
+				t.Errorf("voip_in must accept dnat'ed and pinhole flows just before the final drop:\n%s", strings.Join(vin, "\n"))
+			}
+			learn := strings.Join(chainRules(t, tbl, ChainNATLearn), "\n")
+			if got := strings.Contains(learn, "udp sport @nat_ports"); got != tc.ports {
+				t.Errorf("learn rules restricted to nat_ports: %v, want %v:\n%s", got, tc.ports, learn)
+			}
+			hasSet := slices.ContainsFunc(tbl.Sets, func(s *Set) bool { return s.Name == SetNATPorts })
+			if hasSet != tc.ports {
+				t.Errorf("nat_ports set present %v, want %v", hasSet, tc.ports)
+			}
+			if !slices.Contains(tbl.Counters, CounterNATInbound) || slices.Contains(Counters, CounterNATInbound) {
+				t.Errorf("table counters %v must include %s without changing the package's list", tbl.Counters, CounterNATInbound)
+			}
+		})
+	}
+	t.Run("disabled adds nothing", func(t *testing.T) {
+		base, _ := Build(labSpec())
+		s := labSpec()
+		s.NAT = NATSpec{Enabled: false, Timeout: time.Minute}
+		off, _ := Build(s)
+		if base.Render() != off.Render() {
+			t.Errorf("nat disabled changed the table")
+		}
+	})
+}
+
+func TestNATKeys(t *testing.T) {
+	ap := netip.MustParseAddrPort("192.0.2.10:5060")
+	got, err := ParseEndpoint(NATKey4(ap))
+	if err != nil || got != ap {
+		t.Errorf("round trip %s: %s, %v", ap, got, err)
+	}
+	if _, err := ParseEndpoint([]byte{1, 2, 3}); err == nil {
+		t.Errorf("a 3-byte endpoint parsed")
+	}
+	if k := FlowKey(ap, netip.MustParseAddrPort("203.0.113.10:40000")); len(k) != 16 {
+		t.Errorf("v4 flow key is %d bytes, want 16", len(k))
+	}
+}
+
+// The NAT part installed through netlink lists back exactly as rendered, and the
+// maps take and give back elements with data.
+func TestNATAppliesAndListsBack(t *testing.T) {
+	requireNft(t)
+	ns := lab.TestNS(t, "nat")
+	for _, spec := range []Spec{natSpec(false), natSpec(true, config.PortSpan{First: 5060, Last: 5060}, config.PortSpan{First: 10000, Last: 20000})} {
+		tbl, err := Build(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ns.Do(func() error { return Apply(tbl) }); err != nil {
+			t.Fatal(err)
+		}
+		got, want := canonical(nftList(t, ns, "voipgw")), canonical(tbl.Render())
+		if d := diffLines(want, got); d != "" {
+			t.Errorf("kernel listing differs from render (- render, + kernel):\n%s", d)
+		}
+	}
+	// A map element with data, read back through netlink.
+	phone := netip.MustParseAddrPort("192.0.2.10:5060")
+	err := ns.Do(func() error {
+		c, err := nftables.New()
+		if err != nil {
+			return err
+		}
+		defer c.CloseLasting()
+		s, err := c.GetSetByName(&nftables.Table{Name: "voipgw", Family: nftables.TableFamilyINet}, SetNATOut4)
+		if err != nil {
+			return err
+		}
+		if err := c.SetAddElements(s, []nftables.SetElement{{Key: NATKey4(phone), Val: PortKey(5062)}}); err != nil {
+			return err
+		}
+		return c.Flush()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out := nftList(t, ns, "voipgw"); !strings.Contains(out, "192.0.2.10 . 5060 expires") || !strings.Contains(out, ": 5062") {
+		t.Errorf("nft does not list the element as phone : external:\n%s", out)
+	}
+}
