@@ -525,11 +525,12 @@ func parseUpstream(s string) (netip.AddrPort, error) {
 // crossCheck validates what depends on several options at once.
 func (v *validator) crossCheck(c *Config, main *uci.Section, vlans []*uci.Section) {
 	vs := vlans[0]
-	if c.Net.Ifname == c.WAN {
-		v.fail(vs, "ifname", c.Net.Ifname, "the VoIP interface cannot be the WAN device")
-	}
+	// Without vid the interface is the device itself: name the option the admin wrote.
 	if c.Net.VID == 0 && c.Net.Device == c.WAN {
 		v.fail(vs, "device", c.Net.Device, "the VoIP port cannot be the WAN device")
+	}
+	if c.Net.Ifname == c.WAN {
+		v.fail(vs, "ifname", c.Net.Ifname, "the VoIP interface cannot be the WAN device")
 	}
 	for _, l := range c.LAN {
 		if l == c.Net.Ifname || (c.Net.VID == 0 && l == c.Net.Device) {
