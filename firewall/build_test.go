@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/voipgw/voipgw/config"
+	"github.com/voipgw/voipgw/lab"
 	"github.com/voipgw/voipgw/uci"
 )
 
@@ -519,5 +520,72 @@ func TestBuildIncompleteSpec(t *testing.T) {
 		if _, err := Build(s); err == nil {
 			t.Errorf("Build accepted an incomplete spec %+v", s)
 		}
+	}
+}
+
+// Resolved IPv4-mapped addresses are IPv4 destinations, as catalog.ParseDest treats them.
+func TestSpecFromConfigUnmapsResolved(t *testing.T) {
+	c := exampleConfig(t)
+	resolved := fakeResolved(c)
+	resolved["sbc.icvoip.net"] = []netip.Addr{netip.MustParseAddr("::ffff:" + sbcAddr)}
+	spec, _ := SpecFromConfig(c, resolved, "h")
+	for _, a := range spec.Allow {
+		if a.Prefix.Addr().Is4In6() {
+			t.Fatalf("mapped address in the allowlist: %v", a)
+		}
+	}
+	tbl, err := Build(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(elemTexts(t, tbl, SetAllow4), sbcAddr+" . udp . 5060") {
+		t.Errorf("allow4 has no element for the mapped SBC address")
+	}
+	for _, e := range elemTexts(t, tbl, SetAllow6Range) {
+		if strings.Contains(e, "ffff:") {
+			t.Errorf("allow6_ranges has %q", e)
+		}
+	}
+}
+
+// Every catalog profile on at once (the most overlap: Webex subnets under the base
+// profile's "anywhere", hosts in several profiles) loads into the kernel: the
+// interval sets take the normalized elements without EEXIST, and nft lists the
+// table back as rendered.
+func TestAllProfilesApplyInKernel(t *testing.T) {
+	requireNft(t)
+	src := `config voipgw 'main'
+	option wan 'wan0'
+	list lan 'lan0'
+
+config vlan 'voice'
+	option device 'voip0'
+	option ipaddr '192.0.2.1/25'
+	option ip6addr '2001:db8:20::1/64'
+`
+	for _, p := range []string{"yealink", "gigaset", "polycom", "unity", "webex"} {
+		src += "\nconfig profile\n\toption name '" + p + "'\n"
+	}
+	src += "\nconfig allow\n\tlist dest '20.50.235.0/25'\n\tlist dest '20.50.235.7'\n\tlist dest '2001:db8:aa::/48'\n\tlist port 'udp/1-65535'\n\tlist port 'tcp/443-444'\n"
+	f, err := uci.Parse("voipgw", strings.NewReader(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _, err := config.FromUCI(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, _ := SpecFromConfig(c, fakeResolved(c), c.Hash())
+	tbl, err := Build(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := lab.TestNS(t, "fwall")
+	if err := ns.Do(func() error { return Apply(tbl) }); err != nil {
+		t.Fatal(err)
+	}
+	got, want := canonical(nftList(t, ns, tbl.Name)), canonical(tbl.Render())
+	if d := diffLines(want, got); d != "" {
+		t.Errorf("kernel listing differs from render (- render, + kernel):\n%s", d)
 	}
 }

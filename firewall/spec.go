@@ -58,6 +58,9 @@ func SpecFromConfig(c *config.Config, resolved map[string][]netip.Addr, hash str
 					missing = append(missing, Unresolved{Source: a.Source, Dest: d.String(), Reason: "did not resolve"})
 				}
 				for _, ip := range addrs {
+					// An IPv4-mapped answer is an IPv4 destination (as ParseDest
+					// treats one); left mapped it would land in allow6 and never match.
+					ip = ip.Unmap().WithZone("")
 					prefixes = append(prefixes, netip.PrefixFrom(ip, ip.BitLen()))
 				}
 			case catalog.DestWildcard:
