@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"net/netip"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -146,5 +147,24 @@ func TestNATAppliesAndListsBack(t *testing.T) {
 	}
 	if out := nftList(t, ns, "voipgw"); !strings.Contains(out, "192.0.2.10 . 5060 expires") || !strings.Contains(out, ": 5062") {
 		t.Errorf("nft does not list the element as phone : external:\n%s", out)
+	}
+}
+
+// voipgw render with full cone is valid nft input that loads to the same table.
+func TestNATRenderLoadsWithNft(t *testing.T) {
+	requireNft(t)
+	ns := lab.TestNS(t, "natnft")
+	tbl, err := Build(natSpec(true, config.PortSpan{First: 5060, Last: 5060}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("ip", "netns", "exec", ns.Name, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(tbl.Render())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft -f render: %v\n%s", err, out)
+	}
+	got, want := canonical(nftList(t, ns, "voipgw")), canonical(tbl.Render())
+	if d := diffLines(want, got); d != "" {
+		t.Errorf("nft -f of the render lists differently (- render, + kernel):\n%s", d)
 	}
 }

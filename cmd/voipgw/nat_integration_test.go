@@ -144,6 +144,19 @@ func TestFullConeInLab(t *testing.T) {
 			t.Errorf("phone1 after conntrack flush mapped to %s, want %s", got, m1)
 		}
 	})
+	t.Run("status lists both mappings from the kernel", func(t *testing.T) {
+		out, _ := gw.run("status")
+		for _, want := range []string{
+			"Full-cone NAT (filtering provider)",
+			"mappings   2 (inbound entries 2, conflicts 0)",
+			ap(lab.Phone1Addr.Addr(), port).String() + " → " + m1.String(),
+			ap(lab.Phone2Addr.Addr(), port).String() + " → " + m2.String(),
+		} {
+			if !strings.Contains(out, want) {
+				t.Errorf("status lacks %q:\n%s", want, out)
+			}
+		}
+	})
 	t.Run("filtering provider: the platform reaches both phones, others do not", func(t *testing.T) {
 		before := gw.status().Firewall.Counters["nat_inbound"].Packets
 		if !unsolicited(t, l, ap(lab.SBC2, 40100), m1, p1) {
