@@ -79,6 +79,7 @@ type Forwarder struct {
 	mu      sync.Mutex
 	entries map[netip.Addr]*entry // what the kernel has, as far as we know
 	elems   [2]int                // elements per family (0: v4, 1: v6)
+	pruned  time.Time             // last walk for expired entries
 
 	upMu    sync.Mutex
 	upFirst int // index of the upstream that answered last
@@ -392,7 +393,9 @@ func (f *Forwarder) exchangeUDP(ctx context.Context, q *dns.Msg, up netip.AddrPo
 	if _, err := c.Write(buf); err != nil {
 		return nil, err
 	}
-	rb := make([]byte, dns.MaxMsgSize)
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	rb := *bp
 	for {
 		n, err := c.Read(rb)
 		if err != nil {
@@ -408,6 +411,8 @@ func (f *Forwarder) exchangeUDP(ctx context.Context, q *dns.Msg, up netip.AddrPo
 		return resp, nil
 	}
 }
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, dns.MaxMsgSize); return &b }}
 
 func (f *Forwarder) exchangeTCP(ctx context.Context, q *dns.Msg, up netip.AddrPort) (*dns.Msg, error) {
 	c := &dns.Client{Net: "tcp", Timeout: f.cfg.Timeout}
@@ -504,11 +509,15 @@ func (f *Forwarder) Learn(name string, ports []catalog.PortRange, addrs []netip.
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	now := time.Now()
-	// Forget what has expired in the kernel by now.
-	for a, e := range f.entries {
-		if now.After(e.expires.Add(grace)) {
-			f.elems[fam(a)] -= len(e.l.Elems())
-			delete(f.entries, a)
+	// Forget what has expired in the kernel by now (a walk over all entries, so at
+	// most once a second, and always when the cap is in sight).
+	if now.Sub(f.pruned) > time.Second || f.elems[0]+f.elems[1] >= f.cfg.Max {
+		f.pruned = now
+		for a, e := range f.entries {
+			if now.After(e.expires.Add(grace)) {
+				f.elems[fam(a)] -= len(e.l.Elems())
+				delete(f.entries, a)
+			}
 		}
 	}
 	var changes []firewall.Change

@@ -1,0 +1,171 @@
+package dnsfwd
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/voipgw/voipgw/config"
+	"github.com/voipgw/voipgw/firewall"
+	"github.com/voipgw/voipgw/lab"
+)
+
+// Benchmarks (scripts/bench-dns runs them): the forwarder's added latency against
+// asking the upstream directly, and queries per second, on loopback. With root the
+// learned sets are real kernel sets in a throw-away namespace; without, the fake
+// learner stands in (and the kernel write is not measured).
+
+type benchEnv struct {
+	upstream netip.AddrPort
+	fwd      netip.AddrPort
+}
+
+func setupBench(b *testing.B, max int) benchEnv {
+	b.Helper()
+	z := &lab.Zone{}
+	z.Set("other.example", otherAddr)
+	z.Set("phone.wild.example", wildAddr)
+	var n atomic.Uint32
+	z.Synth("flood.wild.example", func(string) netip.Addr {
+		i := n.Add(1)
+		return netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+	})
+	up, stop, err := lab.ServeZone(netip.MustParseAddrPort("127.0.0.1:0"), z)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { stop() })
+
+	var learner Learner = newFake(1 << 30)
+	if testing.Short() {
+		b.Log("fake learner (-short)")
+	} else if l, err := kernelLearner(b, max); err == nil {
+		learner = l
+	} else {
+		b.Logf("fake learner: %v", err)
+	}
+	f, err := New(Config{
+		Clients: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, Upstreams: []netip.AddrPort{up},
+		Matcher:  firewall.NewMatcher([]firewall.LearnRule{{Dest: dest("*.wild.example"), Ports: ports("udp/5060", "tcp/80")}}),
+		TTLFloor: time.Minute, TTLMax: time.Hour, Max: max,
+	}, learner)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Serve(ctx, []net.PacketConn{pc}, nil) }()
+	b.Cleanup(func() { cancel(); <-done })
+	env := benchEnv{upstream: up, fwd: pc.LocalAddr().(*net.UDPAddr).AddrPort()}
+	// Wait until both answer.
+	for _, s := range []netip.AddrPort{env.upstream, env.fwd} {
+		for i := 0; ; i++ {
+			if _, err := query(s, "other.example"); err == nil {
+				break
+			} else if i == 50 {
+				b.Fatal(err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return env
+}
+
+// kernelLearner installs a table with learned sets in a new namespace.
+func kernelLearner(b *testing.B, max int) (*firewall.Learner, error) {
+	lab.RequireRoot(b)
+	ns := lab.TestNS(b, "bench")
+	spec := firewall.Spec{Table: "voipgw", VoIPIf: "voip0", WAN: "wan0", Subnet4: netip.MustParsePrefix("192.0.2.0/25"),
+		DNS: firewall.DNSSpec{Forwarder: true, Gateway4: netip.MustParseAddr("192.0.2.1"), LearnedMax: uint32(max), TTLFloor: time.Minute}}
+	t, err := firewall.Build(spec)
+	if err != nil {
+		return nil, err
+	}
+	var l *firewall.Learner
+	err = ns.Do(func() error {
+		if err := firewall.Apply(t); err != nil {
+			return err
+		}
+		l, err = firewall.NewLearner("voipgw")
+		return err
+	})
+	if err == nil {
+		b.Cleanup(func() { l.Close() })
+	}
+	return l, err
+}
+
+func query(server netip.AddrPort, name string) (*dns.Msg, error) {
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(name), dns.TypeA)
+	c := &dns.Client{Timeout: 2 * time.Second}
+	r, _, err := c.Exchange(m, server.String())
+	return r, err
+}
+
+func benchQueries(b *testing.B, server netip.AddrPort, name func(i int) string) {
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := query(server, name(i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "queries/s")
+}
+
+// BenchmarkLatency: one query at a time (so ns/op is the latency seen by a phone).
+func BenchmarkLatency(b *testing.B) {
+	env := setupBench(b, config.DefaultLearnedMax) // the default cap: a flood evicts
+	b.Run("upstream-direct", func(b *testing.B) {
+		benchQueries(b, env.upstream, func(int) string { return "other.example" })
+	})
+	b.Run("forwarder-not-allowlisted", func(b *testing.B) {
+		benchQueries(b, env.fwd, func(int) string { return "other.example" })
+	})
+	b.Run("forwarder-allowlisted-known", func(b *testing.B) { // learned already: no kernel write
+		benchQueries(b, env.fwd, func(int) string { return "phone.wild.example" })
+	})
+	b.Run("forwarder-allowlisted-new-address", func(b *testing.B) { // a kernel write per query
+		benchQueries(b, env.fwd, func(i int) string { return fmt.Sprintf("h%d.flood.wild.example", i) })
+	})
+}
+
+// BenchmarkThroughput: 16 concurrent clients per core.
+func BenchmarkThroughput(b *testing.B) {
+	env := setupBench(b, config.DefaultLearnedMax) // the default cap: a flood evicts
+	for _, c := range []struct {
+		name   string
+		server netip.AddrPort
+		qname  func(i int64) string
+	}{
+		{"upstream-direct", env.upstream, func(int64) string { return "other.example" }},
+		{"forwarder-not-allowlisted", env.fwd, func(int64) string { return "other.example" }},
+		{"forwarder-allowlisted-new-address", env.fwd, func(i int64) string { return fmt.Sprintf("p%d.flood.wild.example", i) }},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			var ctr atomic.Int64
+			b.SetParallelism(16)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := query(c.server, c.qname(ctr.Add(1))); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "queries/s")
+		})
+	}
+}
