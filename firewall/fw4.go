@@ -27,11 +27,13 @@ package firewall
 // firewall file hold it. The OpenWrt init script feeds them to uci and reloads fw4.
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 
 	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
 
 	"github.com/voipgw/voipgw/uci"
 )
@@ -48,6 +50,25 @@ const (
 	fw4Priority     = -1
 	fw4PriorityText = "filter - 1"
 )
+
+// TablePresent reports whether table inet name exists. It is what the daemon's guard
+// asks after every ruleset change (fw4 flush deletes every table), so it only looks
+// the table up and decodes none of its rules: an expression some other feature adds
+// and this nftables library cannot decode must not blind the guard.
+func TablePresent(name string) (bool, error) {
+	c, err := nftables.New()
+	if err != nil {
+		return false, fmt.Errorf("open nftables netlink: %w", err)
+	}
+	defer c.CloseLasting()
+	if _, err := c.ListTableOfFamily(name, family()); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return false, nil
+		}
+		return false, fmt.Errorf("look up table inet %s: %w", name, err)
+	}
+	return true, nil
+}
 
 // runBeforeFW4 moves the table's filter base chains at priority filter to fw4Priority.
 func runBeforeFW4(t *Table) {

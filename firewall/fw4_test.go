@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/voipgw/voipgw/lab"
 	"github.com/voipgw/voipgw/uci"
 )
 
@@ -345,5 +346,36 @@ func TestChainsRunBeforeFW4(t *testing.T) {
 	}
 	if !strings.Contains(tbl.Render(), "type filter hook forward priority filter - 1; policy accept;") {
 		t.Errorf("render does not show the forward chain at filter - 1")
+	}
+}
+
+func TestTablePresent(t *testing.T) {
+	requireNft(t)
+	ns := lab.TestNS(t, "fw4tp")
+	present := func() bool {
+		var ok bool
+		if err := ns.Do(func() (err error) { ok, err = TablePresent("voipgw"); return err }); err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	if present() {
+		t.Fatal("table present in a new namespace")
+	}
+	tbl, err := Build(labSpec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ns.Do(func() error { return Apply(tbl) }); err != nil {
+		t.Fatal(err)
+	}
+	if !present() {
+		t.Error("table not present after Apply")
+	}
+	if _, err := ns.Run("nft", "delete", "table", "inet", "voipgw"); err != nil {
+		t.Fatal(err)
+	}
+	if present() {
+		t.Error("table present after nft delete")
 	}
 }

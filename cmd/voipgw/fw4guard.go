@@ -201,11 +201,11 @@ func (g *kernelGuard) missing() (string, error) {
 	if err != nil || rec == nil {
 		return "", err
 	}
-	st, err := firewall.ReadStatus(rec.Table)
+	present, err := firewall.TablePresent(rec.Table)
 	if err != nil {
 		return "", err
 	}
-	if !st.Present {
+	if !present {
 		return fmt.Sprintf("table inet %s was deleted (fw4 flush, service firewall stop or nft flush ruleset)", rec.Table), nil
 	}
 	if rec.VLAN.Name == "" {
