@@ -92,6 +92,10 @@ type FW4Zone struct {
 	Name    string // zone name
 	Device  string // the VoIP interface
 	WANZone string // the zone that covers the WAN device; forwarding goes there
+	// KeepHelpers leaves fw4's automatic conntrack helpers on for the zone (config
+	// sip.alg '1'); by default the zone says auto_helper '0', or fw4 would attach the
+	// SIP helper (the ALG the provider says to switch off) to the phones' traffic.
+	KeepHelpers bool
 }
 
 // FW4ZoneFor computes the zone for the VoIP interface voipIf with forwarding to the
@@ -181,6 +185,13 @@ type fw4Option struct {
 	list   bool
 }
 
+func (z FW4Zone) autoHelper() string {
+	if z.KeepHelpers {
+		return "1"
+	}
+	return "0"
+}
+
 func (z FW4Zone) sections() []struct {
 	name, typ string
 	opts      []fw4Option
@@ -201,6 +212,7 @@ func (z FW4Zone) sections() []struct {
 			// fw4's default forward policy otherwise, so the phones cannot reach the LAN
 			// even if voipgw's table were missing.
 			{name: "forward", values: []string{"REJECT"}},
+			{name: "auto_helper", values: []string{z.autoHelper()}},
 		}},
 		{FW4ForwardingSection, "forwarding", []fw4Option{
 			{name: "src", values: []string{z.Name}},

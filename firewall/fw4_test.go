@@ -187,6 +187,7 @@ func TestFW4Commands(t *testing.T) {
 			"set firewall.voipgw_zone.input='ACCEPT'",
 			"set firewall.voipgw_zone.output='ACCEPT'",
 			"set firewall.voipgw_zone.forward='REJECT'",
+			"set firewall.voipgw_zone.auto_helper='0'",
 			"set firewall.voipgw_wan=forwarding",
 			"set firewall.voipgw_wan.src='voipgw'",
 			"set firewall.voipgw_wan.dest='wan'",
@@ -214,6 +215,8 @@ func TestFW4Commands(t *testing.T) {
 		{name: "in sync: nothing to do", z: z, fw: inSync, want: nil},
 		{name: "interface renamed: only the device list changes", z: FW4Zone{Name: FW4ZoneName, Device: "br-lan.20", WANZone: "wan"}, fw: inSync,
 			want: []string{"delete firewall.voipgw_zone.device", "add_list firewall.voipgw_zone.device='br-lan.20'"}},
+		{name: "sip.alg '1' lets fw4 attach its helpers again", z: FW4Zone{Name: FW4ZoneName, Device: "voice", WANZone: "wan", KeepHelpers: true}, fw: inSync,
+			want: []string{"set firewall.voipgw_zone.auto_helper='1'"}},
 		{name: "WAN zone renamed: only dest changes", z: FW4Zone{Name: FW4ZoneName, Device: "voice", WANZone: "internet"}, fw: inSync,
 			want: []string{"set firewall.voipgw_wan.dest='internet'"}},
 		{name: "admin's own option in voipgw's zone is kept; a changed policy is set back", z: z, fw: parseUCI(t, "fw", `
@@ -223,6 +226,7 @@ config zone 'voipgw_zone'
 	option input 'ACCEPT'
 	option output 'ACCEPT'
 	option forward 'ACCEPT'
+	option auto_helper '0'
 	option log '1'
 config forwarding 'voipgw_wan'
 	option src 'voipgw'
@@ -235,6 +239,7 @@ config zone 'voipgw_zone'
 	option input 'ACCEPT'
 	option output 'ACCEPT'
 	option forward 'REJECT'
+	option auto_helper '0'
 config forwarding 'voipgw_wan'
 	option src 'voipgw'
 	option dest 'wan'

@@ -60,6 +60,7 @@ func cmdFW4Zone(ctx context.Context, o *options, out io.Writer, log *slog.Logger
 		if err != nil {
 			return err
 		}
+		z.KeepHelpers = cfg.SIP.ALG
 		if cmds, err = firewall.FW4Commands(z, fw); err != nil {
 			return err
 		}

@@ -551,6 +551,7 @@ add_list firewall.voipgw_zone.device='trunk0'
 set firewall.voipgw_zone.input='ACCEPT'
 set firewall.voipgw_zone.output='ACCEPT'
 set firewall.voipgw_zone.forward='REJECT'
+set firewall.voipgw_zone.auto_helper='0'
 set firewall.voipgw_wan=forwarding
 set firewall.voipgw_wan.src='voipgw'
 set firewall.voipgw_wan.dest='wan'
