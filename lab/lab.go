@@ -36,12 +36,13 @@ var (
 	SBC        = netip.MustParseAddr("203.0.113.10") // sbc.icvoip.net
 	SBC2       = netip.MustParseAddr("203.0.113.11") // sbc-bria.icvoip.net
 	Platform   = netip.MustParseAddr("203.0.113.20") // ws1.icvoip.net
+	STUNAlt    = netip.MustParseAddr("203.0.113.21") // the lab STUN server's alternate address (primary: Platform)
 	DNSServer  = netip.MustParseAddr("203.0.113.53") // the lab's name server
 	Unlisted   = netip.MustParseAddr("203.0.113.66") // a host no profile allows
 	Scanner    = netip.MustParseAddr("203.0.113.99") // port scanner
 	SBC6       = netip.MustParseAddr("2001:db8:cafe::10")
 	Unlisted6  = netip.MustParseAddr("2001:db8:cafe::66")
-	HostsOnNet = []netip.Addr{SBC, SBC2, Platform, DNSServer, Unlisted, Scanner, SBC6, Unlisted6}
+	HostsOnNet = []netip.Addr{SBC, SBC2, Platform, STUNAlt, DNSServer, Unlisted, Scanner, SBC6, Unlisted6}
 
 	// Interface names inside the gateway namespace.
 	GWVoIPIf = "voip0"
