@@ -92,6 +92,20 @@ func startNotifyDaemon(t *testing.T, ns *lab.NS, config, stateDir string, env ..
 	return d
 }
 
+// waitLog reports whether the daemon's log contains substr within notifyWait.
+func (d *notifyDaemon) waitLog(substr string) bool {
+	deadline := time.Now().Add(notifyWait)
+	for {
+		if strings.Contains(d.log.String(), substr) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // expect reads notifications until one equals want; others (WATCHDOG=1 ...) are skipped.
 func (d *notifyDaemon) expect(want string) {
 	d.t.Helper()
@@ -154,7 +168,9 @@ func TestRunNotifiesSystemd(t *testing.T) {
 
 	d.signal(syscall.SIGHUP)
 	d.reapplied()
-	if !strings.Contains(d.log.String(), "msg=re-applied") {
+	// The log comes through pipe-copying goroutines (stdout and stderr), so it can
+	// trail the notification: wait for the line rather than race it.
+	if !d.waitLog("msg=re-applied") {
 		t.Errorf("no re-applied line in the log:\n%s", d.log.String())
 	}
 
@@ -338,7 +354,7 @@ func TestFW4Coexistence(t *testing.T) {
 	t.Run("fw4 flush (service firewall stop) deletes voipgw's table; the daemon restores it", func(t *testing.T) {
 		fw4Flush(t, l.GW)
 		d.reapplied()
-		if !strings.Contains(d.log.String(), "restoring: table inet voipgw was deleted") {
+		if !d.waitLog("restoring: table inet voipgw was deleted") {
 			t.Errorf("no restoring line in the log:\n%s", d.log.String())
 		}
 		// A deleted table takes its state along: the restore is a fresh apply, so the
