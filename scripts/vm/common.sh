@@ -4,7 +4,7 @@
 
 vm_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 vm_cache=${VM_CACHE:-$vm_root/vm/cache}
-vm_arches=(mipsle armhf arm64 amd64)
+vm_arches=(mipsle armhf arm64 amd64 mips)
 # What runs when no package is named: the VM self-test and the packages that
 # talk to the kernel's VLAN, bridge and nftables code. VM_PACKAGES overrides it.
 # shellcheck disable=SC2206 # a list of words
@@ -27,7 +27,10 @@ vm_secs() { awk -v a="$1" -v b="${2:-$(vm_now)}" 'BEGIN { printf "%.1f", b - a }
 #   vm_qemu      QEMU binary and vm_qemu_pkg, the Debian package that ships it
 #   vm_machine   machine and CPU arguments for QEMU
 #   vm_console   the serial console's device name in the guest
+#   vm_userland  busybox (Debian's busybox-static and scripts/vm/init) or goinit
+#                (vm/goinit, for big-endian MIPS, where Debian 12 has no packages)
 vm_select() {
+	vm_userland=busybox
 	case $1 in
 	mipsle | mipsel)
 		vm_arch=mipsle vm_debarch=mipsel vm_goenv="GOARCH=mipsle GOMIPS=softfloat"
@@ -46,9 +49,15 @@ vm_select() {
 		vm_arch=amd64 vm_debarch=amd64 vm_goenv="GOARCH=amd64"
 		vm_kernel=linux-image-cloud-amd64 vm_qemu=qemu-system-x86_64 vm_qemu_pkg=qemu-system-x86
 		vm_machine="-M q35" vm_console=ttyS0 ;;
+	mips | mipsbe | ath79)
+		# Debian 12 has no big-endian MIPS port: the kernel is built from Debian's
+		# linux-source-6.1 with Debian's cross compiler (vm_mips_kernel).
+		vm_arch=mips vm_debarch="" vm_goenv="GOARCH=mips GOMIPS=softfloat"
+		vm_kernel="linux-source-6.1 + scripts/vm/mips-be.config" vm_qemu=qemu-system-mips vm_qemu_pkg=qemu-system-mips
+		vm_machine="-M malta -cpu 24Kc" vm_console=ttyS0 vm_userland=goinit ;;
 	*) return 1 ;;
 	esac
-	vm_kernel=${VM_KERNEL_PKG:-$vm_kernel}
+	[[ $vm_arch == mips ]] || vm_kernel=${VM_KERNEL_PKG:-$vm_kernel}
 }
 
 # vm_host_tools: installs what the host needs (as root, from Debian) if it is missing.
@@ -61,6 +70,14 @@ vm_host_tools() {
 	command -v dpkg-deb >/dev/null || need+=(dpkg)
 	command -v apt-get >/dev/null || vm_die "apt-get not found: this needs a Debian host"
 	command -v go >/dev/null || vm_die "go not found"
+	if [[ $vm_arch == mips ]]; then
+		command -v mips-linux-gnu-gcc >/dev/null || need+=(gcc-mips-linux-gnu)
+		[[ -f /usr/src/linux-source-6.1.tar.xz ]] || need+=(linux-source-6.1)
+		for pkg in make bc flex bison xz; do
+			command -v "$pkg" >/dev/null || need+=("${pkg/#xz/xz-utils}")
+		done
+		[[ -f /usr/include/openssl/ssl.h ]] || need+=(libssl-dev)
+	fi
 	[[ ${#need[@]} -eq 0 ]] && return 0
 	[[ $(id -u) -eq 0 ]] || vm_die "missing host packages (${need[*]}); run as root or: apt-get install ${need[*]}"
 	vm_log "installing host packages: ${need[*]}"
@@ -195,4 +212,55 @@ vm_manifest_ok() {
 		n=$((n + 1))
 	done <"$1"
 	[[ $n -ge 2 ]]
+}
+
+# vm_mips_kernel: builds (once, cached in vm/cache/mips) a big-endian MIPS malta
+# kernel from Debian's linux-source-6.1 with Debian's mips-linux-gnu cross
+# compiler: malta_defconfig, every module off, scripts/vm/mips-be.config on top.
+# Sets vm_vmlinuz and vm_pkgs. A new linux-source version or a change of the
+# fragment (or of this function) builds a new one.
+vm_mips_kernel() {
+	local dir=$vm_cache/mips src=/usr/src/linux-source-6.1.tar.xz frag=$vm_root/scripts/vm/mips-be.config
+	local ver key out b t0 opt missing=()
+	ver=$(dpkg-query -W -f='${Version}' linux-source-6.1)
+	key=$({ cat "$frag"; declare -f vm_mips_kernel; } | sha256sum | cut -c1-12)
+	out=$dir/vmlinux-$ver-$key
+	vm_pkgs="linux-source-6.1 $ver, gcc-mips-linux-gnu $(dpkg-query -W -f='${Version}' gcc-mips-linux-gnu)"
+	mkdir -p "$dir"
+	exec {lockfd}>"$dir/.lock"
+	flock "$lockfd"
+	if [[ ! -s $out ]]; then
+		t0=$(vm_now)
+		vm_log "building a big-endian malta kernel from linux-source-6.1 $ver (once; ~10 min on 2 cores; log vm/cache/mips/kernel-build.log)"
+		b=$dir/build
+		rm -rf "$b"
+		mkdir -p "$b"
+		if ! (
+			set -e
+			tar -xJf "$src" -C "$b" --strip-components=1
+			cd "$b"
+			export ARCH=mips CROSS_COMPILE=mips-linux-gnu-
+			make malta_defconfig
+			sed -i -E 's/^(CONFIG_[A-Za-z0-9_]+)=m$/# \1 is not set/' .config
+			scripts/kconfig/merge_config.sh -m .config "$frag"
+			make olddefconfig
+			make -j"$(($(nproc) + 1))" vmlinux
+		) >"$dir/kernel-build.log" 2>&1; then
+			tail -n 30 "$dir/kernel-build.log" >&2
+			vm_die "the big-endian kernel did not build (log: $dir/kernel-build.log)"
+		fi
+		for opt in CPU_BIG_ENDIAN VLAN_8021Q BRIDGE BRIDGE_VLAN_FILTERING VETH NF_TABLES NF_TABLES_INET NFT_NAT NFT_MASQ NF_CONNTRACK NET_NS DEVTMPFS; do
+			grep -qx "CONFIG_$opt=y" "$b/.config" || missing+=("$opt")
+		done
+		[[ ${#missing[@]} -eq 0 ]] || vm_die "the big-endian kernel config lacks: ${missing[*]}"
+		cp "$b/.config" "$out.config"
+		cp "$b/vmlinux" "$out.tmp"
+		mv -f "$out.tmp" "$out"
+		rm -rf "$b"
+		find "$dir" -maxdepth 1 -name 'vmlinux-*' ! -name "$(basename "$out")*" -delete
+		vm_log "kernel built in $(vm_secs "$t0")s"
+	fi
+	exec {lockfd}>&-
+	vm_vmlinuz=$out
+	vm_kdir="" vm_kver="" vm_busybox=""
 }
