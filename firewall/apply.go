@@ -8,6 +8,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/userdata"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -26,7 +27,14 @@ func family() nftables.TableFamily { return nftables.TableFamilyINet }
 // Counter values and the elements of Keep sets (scanners) are carried over from
 // the previous table, with their remaining timeouts.
 func Apply(t *Table) error {
-	c, err := nftables.New()
+	// The batch goes out in one sendmsg, which the kernel refuses (EMSGSIZE) beyond
+	// the socket's send buffer (default about 200 KB: some 7 000 allowlist elements),
+	// and its acks (one per message) overflow the default receive buffer (ENOBUFS
+	// after the commit) near 100 000. Raise both as nft does (SO_SNDBUFFORCE /
+	// SO_RCVBUFFORCE as root; bounds, not allocations).
+	c, err := nftables.New(nftables.WithSockOptions(func(nc *netlink.Conn) error {
+		return errors.Join(nc.SetWriteBuffer(64<<20), nc.SetReadBuffer(16<<20))
+	}))
 	if err != nil {
 		return fmt.Errorf("open nftables netlink: %w", err)
 	}
