@@ -66,6 +66,7 @@ import (
 const (
 	SetNATOut4     = "nat_out4"
 	SetNATIn4      = "nat_in4"
+	SetNATHeld4    = "nat_held4"
 	SetNATPorts    = "nat_ports"
 	SetPinhole6    = "pinhole6"
 	SetMediaOut4   = "media_out4"
@@ -134,6 +135,10 @@ func addFullCone(t *Table, s Spec) {
 		&Set{Name: SetNATIn4, Fields: []Field{nftables.TypeInetService}, Data: v4port, Dynamic: true, Timeout: n.Timeout, Size: natMapSize,
 			Keep: true, Carry: keepEndpoints(s, func(e nftables.SetElement) []byte { return e.Val }),
 			Comment: "full cone: external port to the phone ip . port behind it"},
+		// The ports of nat_in4 as a plain set: a map cannot be matched by key alone on
+		// the 6.1 kernels (a lookup without a destination register is EINVAL there).
+		&Set{Name: SetNATHeld4, Fields: []Field{nftables.TypeInetService}, Dynamic: true, Timeout: n.Timeout, Size: natMapSize,
+			Keep: true, Carry: renew(n.Timeout, nil), Comment: "full cone: external ports held by a mapping"},
 	)
 	v6 := s.Subnet6.IsValid()
 	if v6 {
@@ -163,7 +168,7 @@ func addFullCone(t *Table, s Spec) {
 		if n.WANAddr.Is4() {
 			first = append(first, rule(oifname(wan, false), phones, snatUDPSaddrSportMap(n.WANAddr, SetNATOut4)))
 		}
-		first = append(first, rule(oifname(wan, false), phones, udpSportIn(SetNATIn4), counterName(CounterNATRemapped), masqueradeRandom()))
+		first = append(first, rule(oifname(wan, false), phones, udpSportIn(SetNATHeld4), counterName(CounterNATRemapped), masqueradeRandom()))
 		pr.Rules = append(first, pr.Rules...)
 	}
 

@@ -60,7 +60,7 @@ func TestBuildNAT(t *testing.T) {
 			}
 			post := chainRules(t, tbl, "postrouting")
 			if len(post) != 3 || !strings.Contains(post[0], "snat ip to 198.51.100.2:ip saddr . udp sport map @nat_out4") ||
-				!strings.Contains(post[1], "udp sport @nat_in4 counter name \"nat_remapped\" masquerade random") ||
+				!strings.Contains(post[1], "udp sport @nat_held4 counter name \"nat_remapped\" masquerade random") ||
 				!strings.HasSuffix(post[2], " masquerade") {
 				t.Errorf("postrouting: mapping, then clash, then plain masquerade; got\n%s", strings.Join(post, "\n"))
 			}

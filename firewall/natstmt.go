@@ -101,9 +101,11 @@ func learnMappings(fromDNAT, needL4 bool) Stmt {
 		&expr.Payload{DestRegister: reg32(1), Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
 		&expr.Payload{DestRegister: reg32(2), Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2},
 		&expr.Dynset{SrcRegKey: reg32(0), SrcRegData: reg32(1), SetName: SetNATIn4, Operation: unix.NFT_DYNSET_OP_UPDATE},
+		// nat_held4: the same external port (still in reg 0) as a plain set.
+		&expr.Dynset{SrcRegKey: reg32(0), SetName: SetNATHeld4, Operation: unix.NFT_DYNSET_OP_UPDATE},
 	}...)
 	return Stmt{
-		Text:  "update @" + SetNATOut4 + " { ip saddr . udp sport : " + ext + " } update @" + SetNATIn4 + " { " + ext + " : ip saddr . udp sport }",
+		Text:  "update @" + SetNATOut4 + " { ip saddr . udp sport : " + ext + " } update @" + SetNATIn4 + " { " + ext + " : ip saddr . udp sport } update @" + SetNATHeld4 + " { " + ext + " }",
 		Exprs: exprs,
 	}
 }
