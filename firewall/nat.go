@@ -209,16 +209,19 @@ func addMediaTracking(t *Table, s Spec) {
 			Dynamic: true, Timeout: n.Keepalive, Size: n.MediaMax, Keep: true, Carry: renew(n.Keepalive, nil),
 			Comment: "media flows whose phone sent within the keep-alive interval"},
 	)
-	rs := []Rule{rule(iifname(s.VoIPIf, false), oifname(s.WAN, false), udpDportIn(SetMediaPorts), updateFlow(false, SetMediaOut4))}
+	rs := []Rule{rule(udpDportIn(SetMediaPorts), updateFlow(false, SetMediaOut4))}
 	if s.Subnet6.IsValid() {
 		t.Sets = append(t.Sets, &Set{Name: SetMediaOut6, Fields: []Field{nftables.TypeIP6Addr, nftables.TypeInetService, nftables.TypeIP6Addr, nftables.TypeInetService},
 			Dynamic: true, Timeout: n.Keepalive, Size: n.MediaMax, Keep: true, Carry: renew(n.Keepalive, nil),
 			Comment: "media flows whose phone sent within the keep-alive interval"})
-		rs = append(rs, rule(iifname(s.VoIPIf, false), oifname(s.WAN, false), udpDportIn(SetMediaPorts), updateFlow(true, SetMediaOut6)))
+		rs = append(rs, rule(udpDportIn(SetMediaPorts), updateFlow(true, SetMediaOut6)))
 	}
-	// filter + 1: after voipgw's own forward policy (filter - 1) has let the packet through.
-	t.Chains = append(t.Chains, &Chain{Name: ChainMedia, Comment: "media flows the phones keep sending on (keep-alive helper)",
-		Hook: filterHook(nftables.ChainHookForward, "forward", 1, "filter + 1"), Rules: rs})
+	// In voip_out (phones to WAN only; the LAN and non-WAN drops come first) before the
+	// established accept, so every packet of a live flow refreshes it. A base chain of
+	// its own cost every forwarded packet a hook traversal (see BENCHMARKS.md). A new
+	// flow the allowlist then drops refreshes an element too, but never gets a
+	// conntrack entry, so the helper never follows it.
+	insertAfter(t, "voip_out", oifname(s.WAN, true).Text+" "+counterName(CounterLAN).Text+" drop", rs)
 }
 
 // keepEndpoints is the Carry of the NAT maps: elements whose phone endpoint (taken

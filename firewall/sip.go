@@ -138,13 +138,30 @@ func addSIP(t *Table, s Spec) {
 		t.CtTimeouts = append(t.CtTimeouts, &CtTimeout{Name: c.obj, Unreplied: c.timeout, Replied: c.timeout})
 		t.Sets = append(t.Sets, &Set{Name: c.set, Fields: []Field{nftables.TypeInetService}, Interval: true,
 			Comment: c.comment, Elems: portSpanElems(c.ports)})
-		rules = append(rules, rule(iifname(s.VoIPIf, false), udpDportIn(c.set), ctTimeoutSet(c.obj)))
+		rules = append(rules, rule(udpDportIn(c.set), ctTimeoutSet(c.obj)))
 	}
-	if len(rules) == 0 {
+	// The timeouts go into voip_out right after the established/invalid rules, so only
+	// a flow's first packet evaluates them: `ct timeout set` takes effect only before
+	// conntrack confirms the entry anyway, and a base chain of their own cost every
+	// forwarded packet a hook traversal (see BENCHMARKS.md).
+	insertAfter(t, "voip_out", "ct state invalid drop", rules)
+}
+
+// insertAfter puts rules into chain right after the rule whose text is after
+// (at the end if there is none).
+func insertAfter(t *Table, chain, after string, rules []Rule) {
+	c := chainByName(t, chain)
+	if c == nil || len(rules) == 0 {
 		return
 	}
-	t.Chains = append(t.Chains, &Chain{Name: ChainSIPCT, Comment: "per-flow conntrack timeouts that hold the phones' NAT bindings",
-		Hook: filterHook(nftables.ChainHookForward, "forward", fw4Priority, fw4PriorityText), Rules: rules})
+	at := len(c.Rules)
+	for i, r := range c.Rules {
+		if r.Text() == after {
+			at = i + 1
+			break
+		}
+	}
+	c.Rules = slices.Concat(c.Rules[:at], rules, c.Rules[at:])
 }
 
 // udpDportIn matches `udp dport @set`.

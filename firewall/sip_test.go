@@ -32,7 +32,8 @@ func TestSIPRender(t *testing.T) {
 	for _, want := range []string{
 		"\tct timeout voip_sip_udp {\n\t\tprotocol udp\n\t\tl3proto ip\n\t\tpolicy = { unreplied : 300, replied : 300 }\n\t}\n",
 		"\tct timeout voip_rtp_udp {\n\t\tprotocol udp\n\t\tl3proto ip\n\t\tpolicy = { unreplied : 180, replied : 180 }\n\t}\n",
-		"type filter hook forward priority filter - 1; policy accept;\n\t\tiifname \"voip0\" udp dport @sip_udp_ports ct timeout set \"voip_sip_udp\"\n\t\tiifname \"voip0\" udp dport @rtp_udp_ports ct timeout set \"voip_rtp_udp\"\n",
+		// In voip_out, only for a flow's first packet: after the established accept.
+		"\t\tct state invalid drop\n\t\tudp dport @sip_udp_ports ct timeout set \"voip_sip_udp\"\n\t\tudp dport @rtp_udp_ports ct timeout set \"voip_rtp_udp\"\n",
 	} {
 		if !strings.Contains(r, want) {
 			t.Errorf("render lacks %q:\n%s", want, r)
