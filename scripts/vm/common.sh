@@ -60,6 +60,14 @@ vm_select() {
 	[[ $vm_arch == mips ]] || vm_kernel=${VM_KERNEL_PKG:-$vm_kernel}
 }
 
+# Debian packages whose commands go into the VMs, with the shared libraries they
+# need (tests call nft, ip netns exec, bridge, conntrack): VM_TOOLS lists the
+# packages (empty: none), VM_TOOL_CMDS the commands. Not for mips (no packages).
+# netbase brings /etc/protocols and /etc/services (nft prints "udp", not "17").
+vm_tools=${VM_TOOLS-nftables iproute2 conntrack netbase}
+vm_tool_cmds=${VM_TOOL_CMDS:-nft ip bridge tc conntrack}
+vm_tool_files="etc/protocols etc/services etc/ethertypes"
+
 # vm_host_tools: installs what the host needs (as root, from Debian) if it is missing.
 vm_host_tools() {
 	local need=() pkg
@@ -70,6 +78,7 @@ vm_host_tools() {
 	command -v dpkg-deb >/dev/null || need+=(dpkg)
 	command -v apt-get >/dev/null || vm_die "apt-get not found: this needs a Debian host"
 	command -v go >/dev/null || vm_die "go not found"
+	[[ -z $vm_tools || $vm_arch == mips ]] || command -v readelf >/dev/null || need+=(binutils)
 	if [[ $vm_arch == mips ]]; then
 		command -v mips-linux-gnu-gcc >/dev/null || need+=(gcc-mips-linux-gnu)
 		[[ -f /usr/src/linux-source-6.1.tar.xz ]] || need+=(linux-source-6.1)
@@ -127,14 +136,15 @@ vm_apt() {
 # Sets vm_kdir (extracted kernel package), vm_kver, vm_vmlinuz, vm_busybox, and
 # vm_pkgs (the packages used, "name version" lines).
 vm_fetch() {
-	local dir=$vm_cache/$vm_arch manifest want kpkg f tmp
-	mkdir -p "$dir/debs"
+	local dir=$vm_cache/$vm_arch manifest want wtools kpkg f tmp closure p
+	mkdir -p "$dir/debs/tools"
 	manifest=$dir/manifest
 	want="kernel-meta $vm_kernel"
+	wtools="tools $vm_tools"
 	exec {lockfd}>"$dir/.lock"
 	flock "$lockfd"
 	if [[ ${VM_REFRESH:-0} == 1 || ! -s $manifest ]] || ! grep -qxF "$want" "$manifest" ||
-		! vm_manifest_ok "$manifest"; then
+		! grep -qxF "$wtools" "$manifest" || ! vm_manifest_ok "$manifest"; then
 		vm_log "fetching $vm_kernel and busybox-static for $vm_debarch from Debian"
 		vm_retry 3 vm_apt apt-get -qq update >"$dir/apt.log" 2>&1 || {
 			# A failed update with lists already there is fine: use what we have.
@@ -162,6 +172,31 @@ vm_fetch() {
 				echo "deb $(basename "$f")"
 			done
 		} >"$manifest.new"
+		echo "$wtools" >>"$manifest.new"
+		if [[ -n $vm_tools ]]; then
+			# The tools and what they depend on (recursively), less the packaging tools
+			# (debconf, dpkg...); run copies only the shared objects the binaries need.
+			# shellcheck disable=SC2086 # a list of package names
+			closure=$(vm_apt apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts \
+				--no-breaks --no-replaces --no-enhances $vm_tools 2>>"$dir/apt.log" | grep -v '^[ <]' | sort -u |
+				while read -r p; do
+					case $p in
+					debconf | cdebconf | dpkg | tar | install-info | perl-base | init-system-helpers | libdebian-installer* | libnewt* | libslang* | libtextwrap*) ;;
+					*) echo "$p" ;;
+					esac
+				done) || true
+			[[ -n $closure ]] || vm_die "cannot resolve the dependencies of $vm_tools for $vm_debarch (see $dir/apt.log)"
+			# shellcheck disable=SC2086
+			if ! (cd "$tmp" && vm_retry 3 vm_apt apt-get -qq download $closure) >>"$dir/apt.log" 2>&1; then
+				rm -rf "$tmp"
+				tail -n 20 "$dir/apt.log" >&2
+				vm_die "apt-get download of $vm_tools and their libraries ($vm_debarch) failed"
+			fi
+			for f in "$tmp"/*.deb; do
+				mv -f "$f" "$dir/debs/tools/"
+				echo "tool $(basename "$f")"
+			done >>"$manifest.new"
+		fi
 		rmdir "$tmp"
 		mv -f "$manifest.new" "$manifest"
 	fi
@@ -189,6 +224,23 @@ vm_fetch() {
 		esac
 	done <"$manifest"
 	[[ -n $vm_kdir && -x $vm_busybox ]] || vm_die "cache $dir is incomplete; rerun with VM_REFRESH=1"
+	# All tool packages extracted into one tree (again when the list changes).
+	vm_tools_root=""
+	if [[ -n $vm_tools ]]; then
+		vm_tools_root=$dir/root/tools
+		if ! cmp -s <(grep '^tool ' "$manifest") "$vm_tools_root/.extracted" 2>/dev/null; then
+			rm -rf "$vm_tools_root"
+			mkdir -p "$vm_tools_root"
+			while read -r kind f; do
+				[[ $kind == tool ]] && dpkg-deb -x "$dir/debs/tools/$f" "$vm_tools_root"
+			done <"$manifest"
+			grep '^tool ' "$manifest" >"$vm_tools_root/.extracted"
+		fi
+		for p in $vm_tools; do
+			f=$(grep -o "^tool ${p}_[^ ]*" "$manifest" | head -n 1) || true
+			[[ -n $f ]] && vm_pkgs+="$p $(dpkg-deb -f "$dir/debs/tools/${f#tool }" Version) ($vm_debarch)"$'\n'
+		done
+	fi
 	vm_kver=$(basename "$vm_kdir"/lib/modules/*)
 	vm_vmlinuz=$vm_kdir/boot/vmlinuz-$vm_kver
 	[[ -f $vm_vmlinuz ]] || vm_die "no kernel image in $vm_kdir/boot"
@@ -196,8 +248,12 @@ vm_fetch() {
 	for f in "$dir"/debs/*.deb; do
 		grep -qxF "deb $(basename "$f")" "$manifest" || rm -f "$f"
 	done
+	for f in "$dir"/debs/tools/*.deb; do
+		[[ -e $f ]] || continue
+		grep -qxF "tool $(basename "$f")" "$manifest" || rm -f "$f"
+	done
 	for f in "$dir"/root/*/; do
-		[[ -d $f ]] || continue
+		[[ -d $f && $(basename "$f") != tools ]] || continue
 		grep -qxF "deb $(basename "$f").deb" "$manifest" || rm -rf "$f"
 	done
 	exec {lockfd}>&-
@@ -207,9 +263,10 @@ vm_fetch() {
 vm_manifest_ok() {
 	local kind f n=0
 	while read -r kind f; do
-		[[ $kind == deb ]] || continue
-		[[ -s $vm_cache/$vm_arch/debs/$f ]] || return 1
-		n=$((n + 1))
+		case $kind in
+		deb) [[ -s $vm_cache/$vm_arch/debs/$f ]] || return 1; n=$((n + 1)) ;;
+		tool) [[ -s $vm_cache/$vm_arch/debs/tools/$f ]] || return 1 ;;
+		esac
 	done <"$1"
 	[[ $n -ge 2 ]]
 }
