@@ -48,6 +48,9 @@ func main() {
 		if r := cfg["VM_RUN"]; r != "" {
 			args = append(args, "-test.run", r)
 		}
+		if r := cfg["VM_SKIP"]; r != "" {
+			args = append(args, "-test.skip", r)
+		}
 		args = append(args, strings.Fields(cfg["VM_TEST_ARGS"])...)
 		fmt.Printf("%sBEGIN %s\n", marker, name)
 		start := time.Now()
