@@ -11,6 +11,15 @@ vm_arches=(mipsle armhf arm64 amd64 mips)
 vm_default_pkgs=(${VM_PACKAGES:-$vm_root/vm/selftest $vm_root/lab $vm_root/vlan $vm_root/firewall})
 export DEBIAN_FRONTEND=noninteractive
 
+# vm_cache_init: creates the cache directory. Inside the repository it gets a
+# go.mod of its own, so that go's ./... does not walk the downloaded trees.
+vm_cache_init() {
+	mkdir -p "$vm_cache"
+	if [[ $vm_cache == "$vm_root"/* && ! -e $vm_cache/go.mod ]]; then
+		printf '// Not Go code: keeps ./... out of the VM cache (scripts/vm).\nmodule voipgw.invalid/vmcache\n' >"$vm_cache/go.mod"
+	fi
+}
+
 vm_log() { printf '[vm %s] %s\n' "${vm_arch:-*}" "$*" >&2; }
 vm_die() { vm_log "ERROR: $*"; exit 2; }
 
