@@ -373,6 +373,9 @@ func printStatus(out io.Writer, r *statusReport) {
 		fmt.Fprintf(out, "  table inet %s: absent\n", f.Table)
 	} else {
 		fmt.Fprintf(out, "  table inet %s: %d chains, %d rules, config %s\n", f.Table, f.Chains, f.Rules, f.ConfigHash)
+		if len(f.Undecoded) > 0 {
+			fmt.Fprintf(out, "             (rules of %s not counted: not decodable by the netlink library)\n", strings.Join(f.Undecoded, ", "))
+		}
 		if r.AppliedAt != nil {
 			fmt.Fprintf(out, "  applied    %s\n", r.AppliedAt.Local().Format(time.RFC3339))
 		}
