@@ -251,15 +251,23 @@ func Delete(name string) (bool, error) {
 		return false, fmt.Errorf("open nftables netlink: %w", err)
 	}
 	defer c.CloseLasting()
+	if ok, err := tableExists(c, name); !ok || err != nil {
+		return false, err
+	}
+	c.DelTable(&nftables.Table{Name: name, Family: family()})
+	if err := c.Flush(); err != nil {
+		return false, fmt.Errorf("delete table inet %s: %w", name, err)
+	}
+	return true, nil
+}
+
+// tableExists looks table inet name up without decoding any of its contents.
+func tableExists(c *nftables.Conn, name string) (bool, error) {
 	if _, err := c.ListTableOfFamily(name, family()); err != nil {
 		if errors.Is(err, unix.ENOENT) {
 			return false, nil
 		}
 		return false, fmt.Errorf("look up table inet %s: %w", name, err)
-	}
-	c.DelTable(&nftables.Table{Name: name, Family: family()})
-	if err := c.Flush(); err != nil {
-		return false, fmt.Errorf("delete table inet %s: %w", name, err)
 	}
 	return true, nil
 }

@@ -27,13 +27,11 @@ package firewall
 // firewall file hold it. The OpenWrt init script feeds them to uci and reloads fw4.
 
 import (
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
 
 	"github.com/google/nftables"
-	"golang.org/x/sys/unix"
 
 	"github.com/voipgw/voipgw/uci"
 )
@@ -61,13 +59,7 @@ func TablePresent(name string) (bool, error) {
 		return false, fmt.Errorf("open nftables netlink: %w", err)
 	}
 	defer c.CloseLasting()
-	if _, err := c.ListTableOfFamily(name, family()); err != nil {
-		if errors.Is(err, unix.ENOENT) {
-			return false, nil
-		}
-		return false, fmt.Errorf("look up table inet %s: %w", name, err)
-	}
-	return true, nil
+	return tableExists(c, name)
 }
 
 // runBeforeFW4 moves the table's filter base chains at priority filter to fw4Priority.

@@ -77,7 +77,11 @@ func (l *Lab) StartPlatform() error {
 			pc.Close()
 			return fmt.Errorf("lab DNS server: %w", err)
 		}
-		for _, srv := range []*dns.Server{{PacketConn: pc, Handler: dns.HandlerFunc(answerLab)}, {Listener: ln, Handler: dns.HandlerFunc(answerLab)}} {
+		zone := &Zone{}
+		for name, addrs := range DNSNames {
+			zone.Set(name, addrs...)
+		}
+		for _, srv := range []*dns.Server{{PacketConn: pc, Handler: zone}, {Listener: ln, Handler: zone}} {
 			ready := make(chan struct{})
 			srv.NotifyStartedFunc = func() { close(ready) }
 			errc := make(chan error, 1)
@@ -132,36 +136,6 @@ func tcpEcho(ln *net.TCPListener) {
 			fmt.Fprintf(c, "%s\n", c.RemoteAddr())
 		}()
 	}
-}
-
-func answerLab(w dns.ResponseWriter, req *dns.Msg) {
-	m := new(dns.Msg)
-	m.SetReply(req)
-	m.Authoritative = true
-	if len(req.Question) != 1 {
-		m.Rcode = dns.RcodeFormatError
-		w.WriteMsg(m)
-		return
-	}
-	q := req.Question[0]
-	addrs, ok := DNSNames[strings.TrimSuffix(strings.ToLower(q.Name), ".")]
-	if !ok {
-		m.Rcode = dns.RcodeNameError
-		w.WriteMsg(m)
-		return
-	}
-	for _, a := range addrs {
-		hdr := dns.RR_Header{Name: q.Name, Class: dns.ClassINET, Ttl: 300}
-		switch {
-		case q.Qtype == dns.TypeA && a.Is4():
-			hdr.Rrtype = dns.TypeA
-			m.Answer = append(m.Answer, &dns.A{Hdr: hdr, A: a.AsSlice()})
-		case q.Qtype == dns.TypeAAAA && a.Is6():
-			hdr.Rrtype = dns.TypeAAAA
-			m.Answer = append(m.Answer, &dns.AAAA{Hdr: hdr, AAAA: a.AsSlice()})
-		}
-	}
-	w.WriteMsg(m)
 }
 
 // Outcome of one connection attempt.

@@ -124,15 +124,7 @@ type dnsPublished struct {
 }
 
 func publishDNS(path string, cfg dnsfwd.Config, st dnsfwd.Stats) {
-	b, err := json.Marshal(dnsPublished{Listen: cfg.Listen, Upstreams: cfg.Upstreams, Stats: st, At: time.Now().UTC()})
-	if err != nil {
-		return
-	}
-	os.MkdirAll(filepath.Dir(path), 0o755)
-	tmp := path + ".tmp"
-	if os.WriteFile(tmp, b, 0o644) == nil {
-		os.Rename(tmp, path)
-	}
+	publishJSON(path, dnsPublished{Listen: cfg.Listen, Upstreams: cfg.Upstreams, Stats: st, At: time.Now().UTC()})
 }
 
 // dnsStatusValue is the forwarder's part of `voipgw status`: counters from the

@@ -144,17 +144,7 @@ type keepalivePublished struct {
 	At       time.Time   `json:"at"`
 }
 
-func publishKeepalive(path string, p keepalivePublished) {
-	b, err := json.Marshal(p)
-	if err != nil {
-		return
-	}
-	os.MkdirAll(filepath.Dir(path), 0o755)
-	tmp := path + ".tmp"
-	if os.WriteFile(tmp, b, 0o644) == nil {
-		os.Rename(tmp, path)
-	}
-}
+func publishKeepalive(path string, p keepalivePublished) { publishJSON(path, p) }
 
 // keepaliveReport is the keep-alive part of `voipgw status`.
 type keepaliveReport struct {

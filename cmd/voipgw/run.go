@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -150,5 +152,20 @@ func superviseComponent(ctx context.Context, c component, log *slog.Logger) {
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, time.Minute)
+	}
+}
+
+// publishJSON writes a daemon component's status for `voipgw status` atomically
+// (temp file + rename). Best effort: status reports a component whose file is
+// missing or stale as not running.
+func publishJSON(path string, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return
+	}
+	os.MkdirAll(filepath.Dir(path), 0o755)
+	tmp := path + ".tmp"
+	if os.WriteFile(tmp, b, 0o644) == nil {
+		os.Rename(tmp, path)
 	}
 }
