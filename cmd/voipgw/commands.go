@@ -393,9 +393,14 @@ func printStatus(out io.Writer, r *statusReport) {
 			fmt.Fprintf(out, "    %s\n", s)
 		}
 	}
-	for name, v := range r.Features {
+	names := make([]string, 0, len(r.Features))
+	for name := range r.Features {
+		names = append(names, name)
+	}
+	slices.Sort(names) // a stable order, whatever the map's
+	for _, name := range names {
 		if p, ok := featurePrinters[name]; ok {
-			p(out, v)
+			p(out, r.Features[name])
 		}
 	}
 	if len(r.Problems) == 0 {
