@@ -94,9 +94,16 @@ func TestApplyListsBackAsRendered(t *testing.T) {
 
 // Render is valid nft input, and nft loads it to the same table.
 func TestRenderLoadsWithNft(t *testing.T) {
+	checkRenderLoads(t, "fwnft", labSpec())
+}
+
+// checkRenderLoads loads Build(spec).Render() with `nft -f` into a fresh namespace
+// and compares the listing with the render.
+func checkRenderLoads(t *testing.T, nsName string, spec Spec) {
+	t.Helper()
 	requireNft(t)
-	ns := lab.TestNS(t, "fwnft")
-	tbl, err := Build(labSpec())
+	ns := lab.TestNS(t, nsName)
+	tbl, err := Build(spec)
 	if err != nil {
 		t.Fatal(err)
 	}

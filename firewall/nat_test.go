@@ -2,7 +2,6 @@ package firewall
 
 import (
 	"net/netip"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -152,19 +151,5 @@ func TestNATAppliesAndListsBack(t *testing.T) {
 
 // voipgw render with full cone is valid nft input that loads to the same table.
 func TestNATRenderLoadsWithNft(t *testing.T) {
-	requireNft(t)
-	ns := lab.TestNS(t, "natnft")
-	tbl, err := Build(natSpec(true, config.PortSpan{First: 5060, Last: 5060}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("ip", "netns", "exec", ns.Name, "nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(tbl.Render())
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("nft -f render: %v\n%s", err, out)
-	}
-	got, want := canonical(nftList(t, ns, "voipgw")), canonical(tbl.Render())
-	if d := diffLines(want, got); d != "" {
-		t.Errorf("nft -f of the render lists differently (- render, + kernel):\n%s", d)
-	}
+	checkRenderLoads(t, "natnft", natSpec(true, config.PortSpan{First: 5060, Last: 5060}))
 }

@@ -10,8 +10,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/miekg/dns"
 )
 
 func prefixNet(p netip.Prefix) *net.IPNet {
@@ -67,34 +65,15 @@ func (l *Lab) StartPlatform() error {
 		}
 		// Sockets are opened here, on the thread that is inside the namespace; the
 		// server goroutines may run on any thread.
-		dnsAddr := netip.AddrPortFrom(DNSServer, 53)
-		pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(dnsAddr))
-		if err != nil {
-			return fmt.Errorf("lab DNS server: %w", err)
-		}
-		ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(dnsAddr))
-		if err != nil {
-			pc.Close()
-			return fmt.Errorf("lab DNS server: %w", err)
-		}
 		zone := &Zone{}
 		for name, addrs := range DNSNames {
 			zone.Set(name, addrs...)
 		}
-		for _, srv := range []*dns.Server{{PacketConn: pc, Handler: zone}, {Listener: ln, Handler: zone}} {
-			ready := make(chan struct{})
-			srv.NotifyStartedFunc = func() { close(ready) }
-			errc := make(chan error, 1)
-			go func() { errc <- srv.ActivateAndServe() }()
-			select {
-			case <-ready:
-			case err := <-errc:
-				return fmt.Errorf("lab DNS server: %w", err)
-			case <-time.After(5 * time.Second):
-				return errors.New("lab DNS server did not start")
-			}
-			conns = append(conns, closerFunc(func() error { return srv.Shutdown() }))
+		_, stop, err := ServeZone(netip.AddrPortFrom(DNSServer, 53), zone)
+		if err != nil {
+			return fmt.Errorf("lab DNS server: %w", err)
 		}
+		conns = append(conns, closerFunc(stop))
 		return nil
 	})
 	l.closers = append(l.closers, func() error {
