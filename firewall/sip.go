@@ -51,15 +51,7 @@ type SIPSpec struct {
 }
 
 func sipSpecFromConfig(c *config.Config) SIPSpec {
-	s := SIPSpec{SIPPorts: c.SIP.SIPPorts, SIPTimeout: c.SIP.SIPTimeout, RTPPorts: c.SIP.RTPPorts, RTPTimeout: c.SIP.RTPTimeout}
-	if c.SIP.ALG {
-		// With sip.alg '1' the admin wants the kernel's SIP helper on these flows. On
-		// Debian's 6.1 kernel a ct timeout set on a flow that carries the sip helper
-		// stops the helper from rewriting (measured in the VM: no rewrite with the
-		// timeout, rewrites without it), so SIP flows keep the helper's own timeouts.
-		s.SIPPorts = nil
-	}
-	return s
+	return SIPSpec{SIPPorts: c.SIP.SIPPorts, SIPTimeout: c.SIP.SIPTimeout, RTPPorts: c.SIP.RTPPorts, RTPTimeout: c.SIP.RTPTimeout}
 }
 
 // CtTimeout is a `ct timeout` object for UDP: one value for both conntrack states.

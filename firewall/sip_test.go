@@ -89,18 +89,3 @@ func TestSIPApplyListsBack(t *testing.T) {
 		t.Errorf("ct timeout objects in the kernel: %v, want %v", found, wantVals)
 	}
 }
-
-// With sip.alg '1' SIP flows get no ct timeout of voipgw's (on 6.1 it stops the
-// kernel's helper from rewriting); media flows still do.
-func TestSIPSpecLeavesHelperFlowsAlone(t *testing.T) {
-	c := &config.Config{SIP: config.SIP{ALG: true,
-		SIPPorts: []config.PortSpan{{First: 5060, Last: 5060}}, SIPTimeout: 300 * time.Second,
-		RTPPorts: []config.PortSpan{{First: 40000, Last: 65000}}, RTPTimeout: 180 * time.Second}}
-	if s := sipSpecFromConfig(c); len(s.SIPPorts) != 0 || len(s.RTPPorts) != 1 {
-		t.Errorf("alg 1: SIP ports %v, RTP ports %v; want none and the RTP range", s.SIPPorts, s.RTPPorts)
-	}
-	c.SIP.ALG = false
-	if s := sipSpecFromConfig(c); len(s.SIPPorts) != 1 {
-		t.Errorf("alg 0: SIP ports %v, want the configured one", s.SIPPorts)
-	}
-}
