@@ -83,10 +83,17 @@ func TestApplyListsBackAsRendered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	applyListsBack(t, ns, tbl)
+}
+
+// applyListsBack installs tbl in ns through netlink and checks that nft lists it
+// exactly as Render printed it.
+func applyListsBack(t *testing.T, ns *lab.NS, tbl *Table) {
+	t.Helper()
 	if err := ns.Do(func() error { return Apply(tbl) }); err != nil {
 		t.Fatal(err)
 	}
-	got, want := canonical(nftList(t, ns, "voipgw")), canonical(tbl.Render())
+	got, want := canonical(nftList(t, ns, tbl.Name)), canonical(tbl.Render())
 	if d := diffLines(want, got); d != "" {
 		t.Errorf("kernel listing differs from render (- render, + kernel):\n%s", d)
 	}
