@@ -189,21 +189,6 @@ func (fx *fixture) ask(t *testing.T, proto, name string, qtype uint16) *dns.Msg 
 	return nil
 }
 
-func answerAddrsOf(m *dns.Msg) []netip.Addr {
-	var out []netip.Addr
-	for _, rr := range m.Answer {
-		switch a := rr.(type) {
-		case *dns.A:
-			ip, _ := netip.AddrFromSlice(a.A.To4())
-			out = append(out, ip)
-		case *dns.AAAA:
-			ip, _ := netip.AddrFromSlice(a.AAAA)
-			out = append(out, ip)
-		}
-	}
-	return out
-}
-
 // When the phone holds the answer, the address is learned already, with the ports
 // of the wildcard entry and a timeout of max(TTL, floor).
 func TestLearnsBeforeAnswering(t *testing.T) {
@@ -211,7 +196,7 @@ func TestLearnsBeforeAnswering(t *testing.T) {
 		t.Run(proto, func(t *testing.T) {
 			fx := newFixture(t, 64)
 			resp := fx.ask(t, proto, "phone.wild.example", dns.TypeA)
-			if got := answerAddrsOf(resp); !slices.Equal(got, []netip.Addr{wildAddr}) {
+			if got := lab.AnswerAddrs(resp); !slices.Equal(got, []netip.Addr{wildAddr}) {
 				t.Fatalf("answer %v", got)
 			}
 			l, ok := fx.learner.get(wildAddr)
@@ -231,7 +216,7 @@ func TestLearnsBeforeAnswering(t *testing.T) {
 func TestOtherNamesAreNotLearned(t *testing.T) {
 	fx := newFixture(t, 64)
 	resp := fx.ask(t, "udp", "other.example", dns.TypeA)
-	if got := answerAddrsOf(resp); !slices.Equal(got, []netip.Addr{otherAddr}) {
+	if got := lab.AnswerAddrs(resp); !slices.Equal(got, []netip.Addr{otherAddr}) {
 		t.Fatalf("answer %v: other names must still be answered", got)
 	}
 	// The apex of a wildcard is not below it.
@@ -282,7 +267,7 @@ func TestSpoofedRepliesDiscarded(t *testing.T) {
 		bad(req.Id, "evil.wild.example")    // right ID, another question
 	})
 	resp := fx.ask(t, "udp", "phone.wild.example", dns.TypeA)
-	if got := answerAddrsOf(resp); !slices.Equal(got, []netip.Addr{wildAddr}) {
+	if got := lab.AnswerAddrs(resp); !slices.Equal(got, []netip.Addr{wildAddr}) {
 		t.Fatalf("answer %v, want the real one", got)
 	}
 	if d := fx.fwd.Stats().Discarded; d != 2 {

@@ -253,17 +253,24 @@ func Resolve(ns *NS, server netip.AddrPort, proto, name string, qtype uint16, ti
 		if err != nil {
 			return err
 		}
-		for _, rr := range resp.Answer {
-			switch a := rr.(type) {
-			case *dns.A:
-				ip, _ := netip.AddrFromSlice(a.A.To4())
-				out = append(out, ip)
-			case *dns.AAAA:
-				ip, _ := netip.AddrFromSlice(a.AAAA)
-				out = append(out, ip)
-			}
-		}
+		out = AnswerAddrs(resp)
 		return nil
 	})
 	return out, resp, err
+}
+
+// AnswerAddrs lists the A and AAAA addresses of an answer section, in order.
+func AnswerAddrs(m *dns.Msg) []netip.Addr {
+	var out []netip.Addr
+	for _, rr := range m.Answer {
+		switch a := rr.(type) {
+		case *dns.A:
+			ip, _ := netip.AddrFromSlice(a.A.To4())
+			out = append(out, ip)
+		case *dns.AAAA:
+			ip, _ := netip.AddrFromSlice(a.AAAA)
+			out = append(out, ip)
+		}
+	}
+	return out
 }
