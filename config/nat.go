@@ -21,6 +21,9 @@ type NAT struct {
 	Filtering string `json:"filtering"`
 	// Timeout is how long a mapping outlives the last packet of its endpoint.
 	Timeout time.Duration `json:"timeout"`
+	// Remap is where an endpoint whose own port another endpoint's mapping holds
+	// gets its external port from.
+	Remap PortSpan `json:"remap_port"`
 }
 
 // Keepalive configures the RTP keep-alive helper of `voipgw run` (the
@@ -61,6 +64,12 @@ const (
 // The keep-alive ports are the seed's (s)RTP range of the SBCs.
 var DefaultKeepalivePorts = []PortSpan{{40000, 65000}}
 
+// DefaultNATRemap is the external port range of remapped endpoints: 4 000 ports
+// clear of the usual router services (VPNs, SIP servers, Linux's ephemeral range
+// 32768-60999), and small enough for the kernel's port table (one map element per
+// port, about 64 bytes each).
+var DefaultNATRemap = PortSpan{20000, 23999}
+
 const (
 	DefaultNATTimeout        = 300 * time.Second
 	DefaultKeepaliveInterval = 15 * time.Second
@@ -69,13 +78,13 @@ const (
 )
 
 func init() {
-	knownOptions["nat"] = []string{"enabled", "port", "filtering", "timeout"}
+	knownOptions["nat"] = []string{"enabled", "port", "filtering", "timeout", "remap_port"}
 	knownOptions["keepalive"] = []string{"enabled", "interval", "port", "max_idle", "max_flows"}
 }
 
 // natFromUCI reads the nat and keepalive sections (defaults without them).
 func (v *validator) natFromUCI(f *uci.File, c *Config) {
-	c.NAT = NAT{Enabled: true, Filtering: FilteringProvider, Timeout: DefaultNATTimeout}
+	c.NAT = NAT{Enabled: true, Filtering: FilteringProvider, Timeout: DefaultNATTimeout, Remap: DefaultNATRemap}
 	c.Keepalive = Keepalive{Enabled: true, Interval: DefaultKeepaliveInterval, Ports: DefaultKeepalivePorts,
 		MaxIdle: DefaultKeepaliveMaxIdle, MaxFlows: DefaultKeepaliveMaxFlows}
 
@@ -96,6 +105,20 @@ func (v *validator) natFromUCI(f *uci.File, c *Config) {
 		// in tests and labs; below it the "stable mapping" would not be stable.
 		if n, ok := v.uint(s, "timeout", 5, 86400); ok {
 			c.NAT.Timeout = time.Duration(n) * time.Second
+		}
+		if val, ok := v.opt(s, "remap_port"); ok {
+			if ps := v.udpPorts(s, "remap_port"); len(ps) == 1 {
+				switch r := ps[0]; {
+				case r.First < 1024:
+					v.fail(s, "remap_port", val, "must not reach below 1024 (ports of well-known services)")
+				case int(r.Last)-int(r.First)+1 < 64 || int(r.Last)-int(r.First)+1 > 16384:
+					v.fail(s, "remap_port", val, "must be one range of 64 to 16384 ports, e.g. 20000-23999")
+				default:
+					c.NAT.Remap = r
+				}
+			} else if len(ps) > 1 {
+				v.fail(s, "remap_port", val, "must be one range, e.g. 20000-23999")
+			}
 		}
 	}
 	if s := v.single(f, "keepalive"); s != nil {

@@ -115,11 +115,11 @@ func checkRenderLoads(t *testing.T, nsName string, spec Spec) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("ip", "netns", "exec", ns.Name, "nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(tbl.Render())
+	cmd.Stdin = strings.NewReader(tbl.Loadable())
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("nft -f render: %v\n%s", err, out)
 	}
-	got, want := canonical(nftList(t, ns, "voipgw")), canonical(tbl.Render())
+	got, want := canonical(nftList(t, ns, "voipgw")), canonical(tbl.Loadable())
 	if d := diffLines(want, got); d != "" {
 		t.Errorf("nft -f of the render lists differently (- render, + kernel):\n%s", d)
 	}

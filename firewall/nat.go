@@ -1,44 +1,70 @@
 package firewall
 
 // Endpoint-independent ("full cone") NAT for the phones' UDP flows, in the kernel,
-// with nothing but nftables (no out-of-tree module, no daemon):
+// with nothing but nftables (no out-of-tree module, no daemon).
 //
-//   - nat_out4 (map, phone ip . port → external port): the srcnat chain gives every
-//     new flow of a phone endpoint the port the endpoint already has (`snat ip to
-//     WAN:ip saddr . udp sport map @nat_out4`), so the mapping is the same towards
-//     every destination (EIM), also after a port clash, and also when the endpoint's
-//     conntrack entries are gone (masquerade alone would then pick a new port).
+// Every phone endpoint (ip . port, within nat.port) gets ONE external port, chosen
+// and recorded before source NAT on the endpoint's first packet, and every flow of
+// the endpoint is then source-NATed to exactly that port from its map:
+//
+//   - nat_out4 (map, phone ip . port → external port): the srcnat chain's
+//     `snat ip to WAN:ip saddr . udp sport map @nat_out4` gives every new flow of
+//     the endpoint its port, towards every destination (EIM), also after its
+//     conntrack entries are gone.
 //   - nat_in4 (map, external port → phone ip . port): a dstnat chain on WAN sends
 //     new inbound UDP to the router's address on a mapped port to the phone behind
 //     it (`dnat ip to udp dport map @nat_in4`): endpoint-independent filtering, or,
 //     with filtering provider, only for senders in the allowlisted platform set.
-//   - Both maps are filled from the packet path by a filter chain at postrouting
-//     just before srcnat (nat_learn): the phone's endpoint from the packet, the
-//     external port from conntrack's tuples (see learnMappings for why before NAT).
-//     Flows that began inbound (through the dnat) refresh the maps from their reply
-//     direction, or an active inbound-started flow would lose its mapping
-//     (fullcone-findings trap 3).
-//   - The map timeout is refreshed by every outbound packet; it outlives conntrack's
-//     UDP timeouts (trap 4).
+//   - nat_held4 and nat_eps4: the keys of nat_in4 and nat_out4 as plain sets; a
+//     map cannot be matched by key alone on the 6.1 kernels (a lookup without a
+//     destination register is EINVAL there).
 //
-// Port clashes (trap 2): `update` never overwrites an existing element, and nat_in4
-// is keyed by port alone. So a new endpoint whose source port is already an external
-// port of another endpoint's mapping is masqueraded with `random` (counted as
-// nat_remapped) instead of keeping its port. Two cases remain, both documented and
-// counted by `voipgw status` as conflicts: a random port can hit a port held in
-// nat_in4 (chance: held mappings / 64512 per remapped flow; nft cannot make the port
-// allocator avoid map keys), and a second endpoint can start a flow on the same
-// port before the first endpoint's mapping is learned (its second packet). Such an
-// endpoint works outbound (its own conntrack entries) but is not reachable inbound
-// through the mapping until one of the two mappings times out.
+// The choice (chain nat_learn, a filter chain just before srcnat, on a new flow of
+// an endpoint that has no mapping yet):
+//
+//  1. its own port, unless a mapping holds it (port preservation);
+//  2. else a random port of nat.remap_port that no mapping holds, up to
+//     remapTries draws (`numgen random mod N offset F`, see drawPort);
+//  3. else the packet is dropped and counted (nat_exhausted): no port is ever
+//     shared. The phone's retransmission draws again.
+//
+// The choice is recorded in all four sets by the same rule, before the packet
+// reaches srcnat, so the mapping exists from the first packet. Two phones racing
+// for the same port on two CPUs are serialised by nat_claim4: claiming a port is
+// an `update` of its element with `limit rate 1/hour burst 1 packets`, which
+// passes exactly once per element (the limit's token is taken under its lock; the
+// element expires after claimTimeout, long after the claim's rule has recorded
+// the mapping in nat_held4). The loser's rule ends there and it draws another
+// port. The same endpoint racing with itself (two first packets at once) cannot
+// split: `update` never overwrites, so both flows are NATed from the one nat_out4
+// element that won; the other draw stays held by the same endpoint until it
+// expires.
+//
+// A random draw needs one number in five statements, so the remap rule loads it
+// into a register once and every statement reads it; nft lists that rule, but its
+// parser cannot read it back (a number where a port is expected, and one draw for
+// five uses): Render prints the listing, and `nft -f` of a render loads everything
+// but that rule (see Table.Loadable). Refresh: every later packet of a mapped endpoint's flow
+// refreshes all four sets (their timeout is nat.timeout, refreshed together), from
+// the packet and conntrack's reply tuple; flows that began inbound (through the
+// dnat) refresh them from their reply direction, or an active inbound-started flow
+// would lose its mapping (fullcone-findings trap 3). The map timeout outlives
+// conntrack's UDP timeouts (trap 4).
+//
+// What the kernel still decides: an exact-port snat whose 5-tuple another flow of
+// the router already uses towards the same destination (a LAN host's masqueraded
+// flow on that port to the same server, say) clashes in conntrack and the packet is
+// dropped (insert_failed) until that flow ends; the maps keep the mapping. Ports
+// outside nat.port keep plain masquerade (`masquerade random` when their own port
+// is held by a mapping).
 //
 // The WAN address (trap 5) is not in the maps (they hold ports); it is in the
 // snat rule, taken at apply. So the maps are carried over a re-apply (elements of
 // phones outside the configured subnet or ports are dropped) and a mapping survives
 // a SIGHUP or a WAN address change; a WAN address change needs a re-apply for the
 // rule (voipgw run watches the WAN; OpenWrt's hotplug reload does it without the
-// daemon). Without a WAN address at apply (PPPoE not up yet) the reuse rule is left
-// out: plain masquerade until the next apply.
+// daemon). Without a WAN address at apply (PPPoE not up yet) no mapping is made:
+// plain masquerade until the next apply.
 //
 // IPv6 has no NAT: pinhole6 (phone ip6 . port) is learned the same way from the
 // phones' outbound packets and opens the same endpoint to inbound UDP in voip_in,
@@ -58,6 +84,7 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 
 	"github.com/voipgw/voipgw/config"
 )
@@ -67,6 +94,8 @@ const (
 	SetNATOut4     = "nat_out4"
 	SetNATIn4      = "nat_in4"
 	SetNATHeld4    = "nat_held4"
+	SetNATEps4     = "nat_eps4"
+	SetNATClaim4   = "nat_claim4"
 	SetNATPorts    = "nat_ports"
 	SetPinhole6    = "pinhole6"
 	SetMediaOut4   = "media_out4"
@@ -76,9 +105,19 @@ const (
 	ChainNATLearn  = "nat_learn"
 	ChainMedia     = "media_track"
 
-	CounterNATInbound  = "nat_inbound"  // new inbound flows let in through a mapping or pinhole
-	CounterNATRemapped = "nat_remapped" // new flows given a random port: theirs was another endpoint's mapping
+	CounterNATInbound   = "nat_inbound"   // new inbound flows let in through a mapping or pinhole
+	CounterNATRemapped  = "nat_remapped"  // endpoints given a remapped port: theirs was another endpoint's mapping
+	CounterNATExhausted = "nat_exhausted" // first packets dropped: no free port found in remapTries draws
 )
+
+// remapTries is how many random ports a new endpoint draws before its packet is
+// dropped: with h of N remap ports held, all draws fail with chance (h/N)^4.
+const remapTries = 4
+
+// claimTimeout is how long a claimed port's lock element lives: far longer than
+// the claiming rule takes, and short enough that an expired mapping's port is free
+// again at once for practical purposes.
+const claimTimeout = time.Second
 
 // NATSpec is the full-cone and keep-alive part of the spec.
 type NATSpec struct {
@@ -86,6 +125,7 @@ type NATSpec struct {
 	Ports   []config.PortSpan // the phones' source ports that get mappings; empty: all UDP
 	EIF     bool              // endpoint-independent filtering; false: only the platform set may send in
 	Timeout time.Duration     // mapping timeout
+	Remap   config.PortSpan   // external ports of remapped endpoints
 	WANAddr netip.Addr        // the WAN's IPv4 address at apply (read from the kernel by the caller)
 
 	// Keepalive > 0 tracks media flows (destination ports MediaPorts) in
@@ -96,7 +136,7 @@ type NATSpec struct {
 }
 
 func natSpecFromConfig(c *config.Config) NATSpec {
-	n := NATSpec{Enabled: c.NAT.Enabled, Ports: c.NAT.Ports, EIF: c.NAT.Filtering == config.FilteringEndpointIndependent, Timeout: c.NAT.Timeout}
+	n := NATSpec{Enabled: c.NAT.Enabled, Ports: c.NAT.Ports, EIF: c.NAT.Filtering == config.FilteringEndpointIndependent, Timeout: c.NAT.Timeout, Remap: c.NAT.Remap}
 	if c.Keepalive.Enabled && len(c.Keepalive.Ports) > 0 {
 		n.Keepalive, n.MediaPorts = c.Keepalive.Interval, c.Keepalive.Ports
 		n.MediaMax = uint32(max(c.Keepalive.MaxFlows*2, 1024))
@@ -122,28 +162,32 @@ func addNAT(t *Table, s Spec) {
 func addFullCone(t *Table, s Spec) {
 	n := s.NAT
 	wan := s.WAN
-	t.Counters = append(slices.Clone(t.Counters), CounterNATInbound, CounterNATRemapped)
+	t.Counters = append(slices.Clone(t.Counters), CounterNATInbound, CounterNATRemapped, CounterNATExhausted)
 	v4port := []Field{nftables.TypeIPAddr, nftables.TypeInetService}
+	port := []Field{nftables.TypeInetService}
 	if len(n.Ports) > 0 {
-		t.Sets = append(t.Sets, &Set{Name: SetNATPorts, Fields: []Field{nftables.TypeInetService}, Interval: true,
+		t.Sets = append(t.Sets, &Set{Name: SetNATPorts, Fields: port, Interval: true,
 			Comment: "phone UDP ports with endpoint-independent mappings", Elems: portSpanElems(n.Ports)})
 	}
+	byKey := func(e nftables.SetElement) []byte { return e.Key }
 	t.Sets = append(t.Sets,
-		&Set{Name: SetNATOut4, Fields: v4port, Data: []Field{nftables.TypeInetService}, Dynamic: true, Timeout: n.Timeout, Size: natMapSize,
-			Keep: true, Carry: keepEndpoints(s, func(e nftables.SetElement) []byte { return e.Key }),
+		&Set{Name: SetNATOut4, Fields: v4port, Data: port, Dynamic: true, Timeout: n.Timeout, Size: natMapSize,
+			Keep: true, Carry: keepEndpoints(s, byKey),
 			Comment: "full cone: phone ip . port to its external port"},
-		&Set{Name: SetNATIn4, Fields: []Field{nftables.TypeInetService}, Data: v4port, Dynamic: true, Timeout: n.Timeout, Size: natMapSize,
+		&Set{Name: SetNATIn4, Fields: port, Data: v4port, Dynamic: true, Timeout: n.Timeout, Size: natMapSize,
 			Keep: true, Carry: keepEndpoints(s, func(e nftables.SetElement) []byte { return e.Val }),
 			Comment: "full cone: external port to the phone ip . port behind it"},
-		// The ports of nat_in4 as a plain set: a map cannot be matched by key alone on
-		// the 6.1 kernels (a lookup without a destination register is EINVAL there).
-		&Set{Name: SetNATHeld4, Fields: []Field{nftables.TypeInetService}, Dynamic: true, Timeout: n.Timeout, Size: natMapSize,
+		&Set{Name: SetNATHeld4, Fields: port, Dynamic: true, Timeout: n.Timeout, Size: natMapSize,
 			Keep: true, Carry: renew(n.Timeout, nil), Comment: "full cone: external ports held by a mapping"},
+		&Set{Name: SetNATEps4, Fields: v4port, Dynamic: true, Timeout: n.Timeout, Size: natMapSize,
+			Keep: true, Carry: keepEndpoints(s, byKey), Comment: "full cone: phone endpoints with a mapping"},
+		&Set{Name: SetNATClaim4, Fields: port, Dynamic: true, Timeout: claimTimeout, Size: natMapSize,
+			Comment: "full cone: ports being claimed (one claim each)"},
 	)
 	v6 := s.Subnet6.IsValid()
 	if v6 {
 		t.Sets = append(t.Sets, &Set{Name: SetPinhole6, Fields: []Field{nftables.TypeIP6Addr, nftables.TypeInetService},
-			Dynamic: true, Timeout: n.Timeout, Size: natMapSize, Keep: true, Carry: keepEndpoints(s, func(e nftables.SetElement) []byte { return e.Key }),
+			Dynamic: true, Timeout: n.Timeout, Size: natMapSize, Keep: true, Carry: keepEndpoints(s, byKey),
 			Comment: "phone ip6 . port open to inbound UDP (IPv6 has no NAT)"})
 	}
 	ports := Stmt{}
@@ -161,27 +205,39 @@ func addFullCone(t *Table, s Spec) {
 		Hook:  &Hook{Type: nftables.ChainTypeNAT, Hooknum: nftables.ChainHookPrerouting, HookName: "prerouting", Priority: -100, PrioText: "dstnat"},
 		Rules: []Rule{rules(in...)}})
 
-	// srcnat: an endpoint with a mapping keeps it; one whose port is another's mapping gets a random one.
+	// srcnat: an endpoint's flows leave on its mapped port; outside nat.port, a port
+	// that a mapping holds is not kept.
 	if pr := chainByName(t, "postrouting"); pr != nil {
 		phones := addrInPrefix(addrField{}, s.Subnet4, false)
 		var first []Rule
 		if n.WANAddr.Is4() {
 			first = append(first, rule(oifname(wan, false), phones, snatUDPSaddrSportMap(n.WANAddr, SetNATOut4)))
 		}
-		first = append(first, rule(oifname(wan, false), phones, udpSportIn(SetNATHeld4), counterName(CounterNATRemapped), masqueradeRandom()))
+		first = append(first, rule(oifname(wan, false), phones, udpSportIn(SetNATHeld4), masqueradeRandom()))
 		pr.Rules = append(first, pr.Rules...)
 	}
 
-	// learn: just before source NAT, from the packet and conntrack's tuples.
+	// learn: just before source NAT; the phone's endpoint is still in the headers.
 	phones := addrInPrefix(addrField{}, s.Subnet4, false)
+	out := func(st ...Stmt) Rule {
+		return rules(append([]Stmt{oifname(wan, false), phones, ports}, st...)...)
+	}
 	learn := []Rule{
-		rules(oifname(wan, false), phones, ctDirection(false), ctStatus(ctStatusSNAT, "snat"), ports, learnMappings(false, ports.Text == "")),
-		rules(oifname(wan, false), phones, ctDirection(true), ctStatus(ctStatusDNAT, "dnat"), ports, learnMappings(true, ports.Text == "")),
+		out(ctDirection(false), ctStatus(ctStatusSNAT, "snat"), refreshMappings(false, ports.Text == "")),
+		out(ctDirection(true), ctStatus(ctStatusDNAT, "dnat"), refreshMappings(true, ports.Text == "")),
+	}
+	if n.WANAddr.Is4() {
+		unmapped := []Stmt{ctState(false, expr.CtStateBitNEW), endpointIn(true, SetNATEps4, ports.Text == "")}
+		learn = append(learn, out(append(unmapped, udpSportNotIn(SetNATHeld4), claimOwnPort())...))
+		for range remapTries {
+			learn = append(learn, out(append(unmapped, claimRemapPort(n.Remap.First, uint32(n.Remap.Last-n.Remap.First)+1))...))
+		}
+		learn = append(learn, out(append(unmapped, counterName(CounterNATExhausted), drop())...))
 	}
 	if v6 {
 		learn = append(learn, rules(oifname(wan, false), addrInPrefix(addrField{v6: true}, s.Subnet6, false), ports, updatePinhole6(SetPinhole6)))
 	}
-	t.Chains = append(t.Chains, &Chain{Name: ChainNATLearn, Comment: "full cone: learn mappings as phones' packets leave",
+	t.Chains = append(t.Chains, &Chain{Name: ChainNATLearn, Comment: "full cone: choose and refresh mappings as phones' packets leave",
 		Hook:  &Hook{Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookPostrouting, HookName: "postrouting", Priority: 99, PrioText: "srcnat - 1"},
 		Rules: learn})
 

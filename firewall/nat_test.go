@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"slices"
 	"strings"
@@ -15,7 +16,7 @@ import (
 
 func natSpec(eif bool, ports ...config.PortSpan) Spec {
 	s := labSpec()
-	s.NAT = NATSpec{Enabled: true, Ports: ports, EIF: eif, Timeout: 5 * time.Minute, WANAddr: netip.MustParseAddr("198.51.100.2"),
+	s.NAT = NATSpec{Enabled: true, Ports: ports, EIF: eif, Timeout: 5 * time.Minute, Remap: config.PortSpan{First: 20000, Last: 20099}, WANAddr: netip.MustParseAddr("198.51.100.2"),
 		Keepalive: 15 * time.Second, MediaPorts: []config.PortSpan{{First: 40000, Last: 65000}}, MediaMax: 2048}
 	return s
 }
@@ -59,9 +60,38 @@ func TestBuildNAT(t *testing.T) {
 			}
 			post := chainRules(t, tbl, "postrouting")
 			if len(post) != 3 || !strings.Contains(post[0], "snat ip to 198.51.100.2:ip saddr . udp sport map @nat_out4") ||
-				!strings.Contains(post[1], "udp sport @nat_held4 counter name \"nat_remapped\" masquerade random") ||
+				!strings.Contains(post[1], "udp sport @nat_held4 masquerade random") ||
 				!strings.HasSuffix(post[2], " masquerade") {
-				t.Errorf("postrouting: mapping, then clash, then plain masquerade; got\n%s", strings.Join(post, "\n"))
+				t.Errorf("postrouting: mapping, then held port (outside nat.port), then plain masquerade; got\n%s", strings.Join(post, "\n"))
+			}
+			// The learn chain: refresh (own flows, inbound-started flows), then for a new
+			// flow of an endpoint without a mapping: its own port, remapTries draws from
+			// the remap range, a counted drop; all claims locked through nat_claim4.
+			lr := chainRules(t, tbl, ChainNATLearn)
+			if len(lr) < 4+remapTries {
+				t.Fatalf("learn chain has %d rules:\n%s", len(lr), strings.Join(lr, "\n"))
+			}
+			for i, want := range []string{"ct direction original ct status snat", "ct direction reply ct status dnat"} {
+				if !strings.Contains(lr[i], want) || !strings.Contains(lr[i], "update @nat_eps4 { ip saddr . udp sport }") {
+					t.Errorf("learn rule %d must refresh all four sets (%s):\n%s", i, want, lr[i])
+				}
+			}
+			unmapped := "ct state new ip saddr . udp sport != @nat_eps4 "
+			if own := lr[2]; !strings.Contains(own, unmapped+"udp sport != @nat_held4 update @nat_claim4 { udp sport limit rate 1/hour burst 1 packets } update @nat_out4 { ip saddr . udp sport : udp sport }") {
+				t.Errorf("learn rule 2 must claim the endpoint's own port when no mapping holds it:\n%s", own)
+			}
+			draw := "numgen random mod 100 offset 20000"
+			if binary.NativeEndian.Uint16([]byte{0, 1}) == 1 {
+				draw = "numgen random mod 6553600 offset 1310720000"
+			}
+			for i := 3; i < 3+remapTries; i++ {
+				if want := unmapped + draw + " != @nat_held4 update @nat_claim4 { " + draw + " limit rate 1/hour burst 1 packets } update @nat_out4 { ip saddr . udp sport : " + draw + " }"; !strings.Contains(lr[i], want) ||
+					!strings.HasSuffix(lr[i], `counter name "nat_remapped"`) || !tbl.Chains[slices.IndexFunc(tbl.Chains, func(c *Chain) bool { return c.Name == ChainNATLearn })].Rules[i].ListOnly() {
+					t.Errorf("learn rule %d must draw a remap port (list-only):\n%s\nwant it to contain\n%s", i, lr[i], want)
+				}
+			}
+			if got := lr[3+remapTries]; !strings.HasSuffix(got, unmapped+`counter name "nat_exhausted" drop`) {
+				t.Errorf("learn rule %d must drop what found no port: %s", 3+remapTries, got)
 			}
 			vin := chainRules(t, tbl, "voip_in")
 			n := len(vin)

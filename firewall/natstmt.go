@@ -4,6 +4,7 @@ package firewall
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net/netip"
 
 	"github.com/google/nftables/expr"
@@ -62,25 +63,19 @@ func ctProtoDst(reply bool, reg uint32) expr.Any {
 	return &expr.Ct{Key: expr.CtKeyPROTODST, Register: reg, Direction: dirNum(reply)}
 }
 
-// learnMappings updates both maps from a phone's packet on its way to WAN, just
-// before source NAT (the headers still carry the phone's own address and port).
-// The external port comes from conntrack: for a flow the phone started it is the
-// reply tuple's destination port, for a flow that came in through the dnat the
-// original tuple's.
+// refreshMappings refreshes a mapped endpoint's four set elements from a later
+// packet of one of its flows, just before source NAT (the headers still carry the
+// phone's own address and port). The external port comes from conntrack: for a
+// flow the phone started it is the reply tuple's destination port, for a flow that
+// came in through the dnat the original tuple's. `update` never changes an
+// element's data, so this only restarts the timeouts; an element that expired
+// while its flow lived is recreated with the port the flow really uses.
 //
-// Learning before NAT rather than after it is forced by the tooling: after NAT the
-// phone's address is only in conntrack, and google/nftables v0.3.0 cannot send the
-// direction of `ct original ip saddr` (NFT_CT_SRC_IP; the kernel refuses it), while
-// the generic `ct original saddr` loads 16 bytes in an inet table, which nft cannot
-// list inside a concatenation (it aborts). A flow's first packet has no NAT yet at
-// this point (`ct status snat` is false), so a mapping is learned from the second
-// packet on.
-//
-//	update @nat_out4 { ip saddr . udp sport : ct reply proto-dst } update @nat_in4 { ct reply proto-dst : ip saddr . udp sport }
+//	update @nat_out4 { ip saddr . udp sport : ct reply proto-dst } update @nat_in4 { ct reply proto-dst : ip saddr . udp sport } …
 //
 // needL4 adds the `meta l4proto udp` that `udp sport` implies (and nft hides), for
 // rules without an earlier UDP match.
-func learnMappings(fromDNAT, needL4 bool) Stmt {
+func refreshMappings(fromDNAT, needL4 bool) Stmt {
 	ext := "ct reply proto-dst"
 	if fromDNAT {
 		ext = "ct original proto-dst"
@@ -90,24 +85,116 @@ func learnMappings(fromDNAT, needL4 bool) Stmt {
 	if needL4 {
 		exprs = l4proto(unix.IPPROTO_UDP)
 	}
-	exprs = append(exprs, []expr.Any{
-		// nat_out4: key phone ip . port (regs 0-1), data external port (reg 2).
+	// Registers: phone ip . port in 0-1, the external port in 2.
+	exprs = append(exprs, loadEndpoint()...)
+	exprs = append(exprs, ctProtoDst(extDir, reg32(2)))
+	exprs = append(exprs, recordMapping(reg32(2))...)
+	return Stmt{Text: recordText(ext), Exprs: exprs}
+}
+
+// loadEndpoint loads the phone's `ip saddr . udp sport` into registers 0-1.
+func loadEndpoint() []expr.Any {
+	return []expr.Any{
 		&expr.Payload{DestRegister: reg32(0), Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
 		&expr.Payload{DestRegister: reg32(1), Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2},
-		ctProtoDst(extDir, reg32(2)),
-		&expr.Dynset{SrcRegKey: reg32(0), SrcRegData: reg32(2), SetName: SetNATOut4, Operation: unix.NFT_DYNSET_OP_UPDATE},
-		// nat_in4: key external port (reg 0), data phone ip . port (regs 1-2).
-		ctProtoDst(extDir, reg32(0)),
-		&expr.Payload{DestRegister: reg32(1), Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
-		&expr.Payload{DestRegister: reg32(2), Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2},
-		&expr.Dynset{SrcRegKey: reg32(0), SrcRegData: reg32(1), SetName: SetNATIn4, Operation: unix.NFT_DYNSET_OP_UPDATE},
-		// nat_held4: the same external port (still in reg 0) as a plain set.
-		&expr.Dynset{SrcRegKey: reg32(0), SetName: SetNATHeld4, Operation: unix.NFT_DYNSET_OP_UPDATE},
-	}...)
-	return Stmt{
-		Text:  "update @" + SetNATOut4 + " { ip saddr . udp sport : " + ext + " } update @" + SetNATIn4 + " { " + ext + " : ip saddr . udp sport } update @" + SetNATHeld4 + " { " + ext + " }",
-		Exprs: exprs,
 	}
+}
+
+// recordMapping updates the four sets from the endpoint in registers 0-1 and the
+// external port in register p.
+func recordMapping(p uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Dynset{SrcRegKey: reg32(0), SrcRegData: p, SetName: SetNATOut4, Operation: unix.NFT_DYNSET_OP_UPDATE},
+		&expr.Dynset{SrcRegKey: p, SrcRegData: reg32(0), SetName: SetNATIn4, Operation: unix.NFT_DYNSET_OP_UPDATE},
+		&expr.Dynset{SrcRegKey: p, SetName: SetNATHeld4, Operation: unix.NFT_DYNSET_OP_UPDATE},
+		&expr.Dynset{SrcRegKey: reg32(0), SetName: SetNATEps4, Operation: unix.NFT_DYNSET_OP_UPDATE},
+	}
+}
+
+// recordText is recordMapping as nft lists it, with ext the external port's expression.
+func recordText(ext string) string {
+	const ep = "ip saddr . udp sport"
+	return "update @" + SetNATOut4 + " { " + ep + " : " + ext + " } update @" + SetNATIn4 + " { " + ext + " : " + ep +
+		" } update @" + SetNATHeld4 + " { " + ext + " } update @" + SetNATEps4 + " { " + ep + " }"
+}
+
+// claimLimit lets exactly one packet through per nat_claim4 element (its element
+// lives claimTimeout, far less than an hour): the claim of a port.
+func claimLimit() Stmt { return limitRate(false, 1, expr.LimitTimeHour, 1) }
+
+// claimPort is `update @nat_claim4 { P limit rate 1/hour burst 1 packets }` for the
+// port in register p: it passes for the first claimant of the port only.
+func claimPort(p uint32, pText string) Stmt {
+	l := claimLimit()
+	return Stmt{Text: "update @" + SetNATClaim4 + " { " + pText + " " + l.Text + " }",
+		Exprs: []expr.Any{&expr.Dynset{SrcRegKey: p, SetName: SetNATClaim4, Operation: unix.NFT_DYNSET_OP_UPDATE, Exprs: l.Exprs}}}
+}
+
+// claimOwnPort gives a new endpoint its own port: claim it, then record it.
+//
+//	update @nat_claim4 { udp sport limit rate 1/hour burst 1 packets } update @nat_out4 { ip saddr . udp sport : udp sport } …
+func claimOwnPort() Stmt {
+	exprs := loadEndpoint()
+	// The port again in register 2, so that the same register layout serves both claims.
+	exprs = append(exprs, &expr.Payload{DestRegister: reg32(2), Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2})
+	claim := claimPort(reg32(2), "udp sport")
+	exprs = append(exprs, claim.Exprs...)
+	exprs = append(exprs, recordMapping(reg32(2))...)
+	return Stmt{Text: claim.Text + " " + recordText("udp sport"), Exprs: exprs}
+}
+
+// claimRemapPort draws a random port of the remap range [first, first+n) that no
+// mapping holds, claims and records it, and counts the endpoint as remapped. The
+// draw is made once, into register 2, and every statement reads it there: nft lists
+// each use as the expression that loaded it, but its parser cannot express this
+// rule (a number where a port is expected).
+//
+//	numgen random mod N offset F != @nat_held4 update @nat_claim4 { numgen random mod N offset F limit … } …
+func claimRemapPort(first uint16, n uint32) Stmt {
+	draw, text := drawPort(reg32(2), first, n)
+	exprs := loadEndpoint()
+	exprs = append(exprs, draw...)
+	exprs = append(exprs, &expr.Lookup{SourceRegister: reg32(2), SetName: SetNATHeld4, Invert: true})
+	claim := claimPort(reg32(2), text)
+	exprs = append(exprs, claim.Exprs...)
+	exprs = append(exprs, recordMapping(reg32(2))...)
+	ctr := counterName(CounterNATRemapped)
+	exprs = append(exprs, ctr.Exprs...)
+	return Stmt{Text: text + " != @" + SetNATHeld4 + " " + claim.Text + " " + recordText(text) + " " + ctr.Text, Exprs: exprs, ListOnly: true}
+}
+
+// drawPort leaves a random port of [first, first+n) in register reg as a port
+// field wants it: its first two bytes, in network byte order. numgen leaves a
+// host-endian 32-bit number. On a little-endian CPU the number itself is the port
+// and a 16-bit byte swap puts it in place (nft hides the byteorder expression when
+// listing). On a big-endian CPU the first two bytes are the number's upper half,
+// so the draw is made 65536 times larger: (first<<16) + random(n<<16), whose
+// upper half is first + random(n) (the lower half is ignored by the 2-byte key).
+func drawPort(reg uint32, first uint16, n uint32) ([]expr.Any, string) {
+	if binary.NativeEndian.Uint16([]byte{0, 1}) == 1 { // big-endian
+		mod, off := n<<16, uint32(first)<<16
+		return []expr.Any{&expr.Numgen{Register: reg, Modulus: mod, Type: unix.NFT_NG_RANDOM, Offset: off}},
+			fmt.Sprintf("numgen random mod %d offset %d", mod, off)
+	}
+	return []expr.Any{
+		&expr.Numgen{Register: reg, Modulus: n, Type: unix.NFT_NG_RANDOM, Offset: uint32(first)},
+		&expr.Byteorder{SourceRegister: reg, DestRegister: reg, Op: expr.ByteorderHton, Len: 2, Size: 2},
+	}, fmt.Sprintf("numgen random mod %d offset %d", n, first)
+}
+
+// endpointIn is `ip saddr . udp sport @set` (neq: `!= @set`).
+func endpointIn(neq bool, set string, needL4 bool) Stmt {
+	var exprs []expr.Any
+	if needL4 {
+		exprs = l4proto(unix.IPPROTO_UDP)
+	}
+	exprs = append(exprs, loadEndpoint()...)
+	exprs = append(exprs, &expr.Lookup{SourceRegister: reg32(0), SetName: set, Invert: neq})
+	op := ""
+	if neq {
+		op = "!= "
+	}
+	return Stmt{Text: "ip saddr . udp sport " + op + "@" + set, Exprs: exprs}
 }
 
 // snatUDPSaddrSportMap is `snat ip to 198.51.100.2:ip saddr . udp sport map @nat_out4`:
@@ -149,14 +236,23 @@ func dnatUDPDportMap(set string, withNfproto bool) Stmt {
 	return Stmt{Text: text, Exprs: exprs}
 }
 
-// udpSportIn is `udp sport @set` (also on a map: a lookup of the key only).
-func udpSportIn(set string) Stmt {
+// udpSportIn is `udp sport @set`.
+func udpSportIn(set string) Stmt { return udpSportLookup(false, set) }
+
+// udpSportNotIn is `udp sport != @set`.
+func udpSportNotIn(set string) Stmt { return udpSportLookup(true, set) }
+
+func udpSportLookup(neq bool, set string) Stmt {
 	exprs := l4proto(unix.IPPROTO_UDP)
 	exprs = append(exprs,
 		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2},
-		&expr.Lookup{SourceRegister: reg1, SetName: set},
+		&expr.Lookup{SourceRegister: reg1, SetName: set, Invert: neq},
 	)
-	return Stmt{Text: "udp sport @" + set, Exprs: exprs}
+	op := ""
+	if neq {
+		op = "!= "
+	}
+	return Stmt{Text: "udp sport " + op + "@" + set, Exprs: exprs}
 }
 
 func masqueradeRandom() Stmt {

@@ -7,8 +7,15 @@ import (
 )
 
 // Render prints the table in nft syntax, as `nft list table inet NAME` shows it
-// (without counter values). The output is also valid input for `nft -f`.
-func (t *Table) Render() string {
+// (without counter values).
+func (t *Table) Render() string { return t.render(false) }
+
+// Loadable is Render as input for `nft -f`: the few rules that only netlink can
+// express (Stmt.ListOnly: the full cone's remap draws) are printed as comments, so
+// nft loads all the rest.
+func (t *Table) Loadable() string { return t.render(true) }
+
+func (t *Table) render(loadable bool) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "table inet %s {\n", t.Name)
 	for _, c := range t.Counters {
@@ -22,7 +29,7 @@ func (t *Table) Render() string {
 		if i > 0 {
 			b.WriteString("\n")
 		}
-		b.WriteString(c.render())
+		b.WriteString(c.render(loadable))
 	}
 	b.WriteString("}\n")
 	return b.String()
@@ -91,7 +98,7 @@ func (s *Set) render() string {
 	return b.String()
 }
 
-func (c *Chain) render() string {
+func (c *Chain) render(loadable bool) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\tchain %s {\n", c.Name)
 	if c.Comment != "" {
@@ -102,6 +109,10 @@ func (c *Chain) render() string {
 		fmt.Fprintf(&b, "\t\ttype %s hook %s priority %s; policy accept;\n", h.Type, h.HookName, h.PrioText)
 	}
 	for _, r := range c.Rules {
+		if loadable && r.ListOnly() {
+			fmt.Fprintf(&b, "\t\t# voipgw installs over netlink only (nft cannot parse it): %s\n", r.Text())
+			continue
+		}
 		fmt.Fprintf(&b, "\t\t%s\n", r.Text())
 	}
 	b.WriteString("\t}\n")

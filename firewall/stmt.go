@@ -17,6 +17,9 @@ import (
 type Stmt struct {
 	Text  string
 	Exprs []expr.Any
+	// ListOnly: nft lists the statement as Text but cannot parse Text back (it is
+	// sent over netlink only; see Table.Loadable).
+	ListOnly bool
 }
 
 // Registers as the kernel numbers them: NFT_REG_1 is the first 16-byte register,

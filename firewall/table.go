@@ -147,6 +147,16 @@ func (r Rule) Text() string {
 	return s
 }
 
+// ListOnly says that nft lists the rule but cannot parse it back.
+func (r Rule) ListOnly() bool {
+	for _, st := range r.Stmts {
+		if st.ListOnly {
+			return true
+		}
+	}
+	return false
+}
+
 // Exprs is the rule's netlink expressions.
 func (r Rule) Exprs() []expr.Any {
 	var out []expr.Any

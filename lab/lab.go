@@ -313,3 +313,16 @@ config dns 'dns'
 	list upstream '%s'
 %s`, GWWANIf, GWLANIf, GWVoIPIf, VoIPGateway4, VoIPGateway6, DNSServer, extra)
 }
+
+// AddAddrs gives a host namespace (a phone) more addresses on its eth0, e.g. to
+// stand in for many phones behind one switch port. They go with the namespace.
+func (ns *NS) AddAddrs(addrs ...netip.Prefix) error {
+	return ns.Do(func() error {
+		for _, a := range addrs {
+			if err := addAddr("eth0", a); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}

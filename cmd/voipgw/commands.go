@@ -105,7 +105,7 @@ func cmdRender(ctx context.Context, o *options, out io.Writer, log *slog.Logger)
 	for _, u := range p.unresolved {
 		fmt.Fprintf(out, "# not in the table: %s %s (%s)\n", u.Source, u.Dest, u.Reason)
 	}
-	_, err = io.WriteString(out, p.table.Render())
+	_, err = io.WriteString(out, p.table.Loadable()) // nft -f input
 	return err
 }
 

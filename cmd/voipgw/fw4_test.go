@@ -607,16 +607,21 @@ func diffText(a, b string) string {
 }
 
 // withoutMeters drops the elements of the sets the packet path or the daemon fill
-// (scan-rate meters, DNS-learned addresses): they live only as long as the table
+// (scan-rate meters, DNS-learned addresses, NAT mappings): they live only as long as the table
 // they are in, and come back as traffic makes them.
 func withoutMeters(s string) string {
 	var out []string
 	set, skipping := "", false
 	for _, l := range strings.Split(s, "\n") {
-		if name, ok := strings.CutPrefix(l, "set "); ok {
-			set = strings.TrimSuffix(name, " {")
+		for _, kind := range []string{"set ", "map "} {
+			if name, ok := strings.CutPrefix(l, kind); ok {
+				set = strings.TrimSuffix(name, " {")
+			}
 		}
-		dynamic := strings.HasPrefix(set, "scan_rate") || strings.HasPrefix(set, "learned")
+		// Filled from the packet path: the phones' full-cone mappings (from their
+		// first packet on) and the media flows too.
+		dynamic := strings.HasPrefix(set, "scan_rate") || strings.HasPrefix(set, "learned") ||
+			(strings.HasPrefix(set, "nat_") && set != "nat_ports") || strings.HasPrefix(set, "media_out") || strings.HasPrefix(set, "pinhole")
 		if dynamic && strings.HasPrefix(l, "elements = {") {
 			skipping = true
 		}

@@ -14,8 +14,7 @@ import (
 )
 
 // mappedVia sends two datagrams from c to an echo service and returns the source
-// the service saw (the external mapping). Two, because voipgw learns a mapping from
-// an endpoint's second packet (the first has no NAT yet where it learns).
+// the service saw (the external mapping), failing if it changed between them.
 func mappedVia(t *testing.T, c *net.UDPConn, dst netip.AddrPort) netip.AddrPort {
 	t.Helper()
 	var seen netip.AddrPort
