@@ -103,6 +103,7 @@ const (
 	SetMediaPorts  = "media_ports"
 	ChainNATDstnat = "nat_dstnat"
 	ChainNATLearn  = "nat_learn"
+	ChainNATClaim  = "nat_claim"
 	ChainMedia     = "media_track"
 
 	CounterNATInbound   = "nat_inbound"   // new inbound flows let in through a mapping or pinhole
@@ -227,12 +228,14 @@ func addFullCone(t *Table, s Spec) {
 		out(ctDirection(true), ctStatus(ctStatusDNAT, "dnat"), refreshMappings(true, ports.Text == "")),
 	}
 	if n.WANAddr.Is4() {
-		unmapped := []Stmt{ctState(false, expr.CtStateBitNEW), endpointIn(true, SetNATEps4, ports.Text == "")}
-		learn = append(learn, out(append(unmapped, udpSportNotIn(SetNATHeld4), claimOwnPort())...))
+		// One rule on the hot path; the choice itself only for a new endpoint.
+		learn = append(learn, out(ctState(false, expr.CtStateBitNEW), endpointIn(true, SetNATEps4, ports.Text == ""), jump(ChainNATClaim)))
+		claim := []Rule{rule(metaNfproto(false), udpSportNotIn(SetNATHeld4), claimOwnPort(), ret())}
 		for range remapTries {
-			learn = append(learn, out(append(unmapped, claimRemapPort(n.Remap.First, uint32(n.Remap.Last-n.Remap.First)+1))...))
+			claim = append(claim, rule(udpIPv4(), claimRemapPort(n.Remap.First, uint32(n.Remap.Last-n.Remap.First)+1), ret()))
 		}
-		learn = append(learn, out(append(unmapped, counterName(CounterNATExhausted), drop())...))
+		claim = append(claim, rule(counterName(CounterNATExhausted), drop()))
+		t.Chains = append(t.Chains, &Chain{Name: ChainNATClaim, Comment: "full cone: choose a new endpoint's external port", Rules: claim})
 	}
 	if v6 {
 		learn = append(learn, rules(oifname(wan, false), addrInPrefix(addrField{v6: true}, s.Subnet6, false), ports, updatePinhole6(SetPinhole6)))

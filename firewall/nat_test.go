@@ -64,11 +64,11 @@ func TestBuildNAT(t *testing.T) {
 				!strings.HasSuffix(post[2], " masquerade") {
 				t.Errorf("postrouting: mapping, then held port (outside nat.port), then plain masquerade; got\n%s", strings.Join(post, "\n"))
 			}
-			// The learn chain: refresh (own flows, inbound-started flows), then for a new
-			// flow of an endpoint without a mapping: its own port, remapTries draws from
-			// the remap range, a counted drop; all claims locked through nat_claim4.
+			// The learn chain: refresh (own flows, inbound-started flows), then a new flow of
+			// an endpoint without a mapping goes to nat_claim: its own port, remapTries
+			// draws from the remap range, a counted drop; all claims locked by nat_claim4.
 			lr := chainRules(t, tbl, ChainNATLearn)
-			if len(lr) < 4+remapTries {
+			if len(lr) < 3 {
 				t.Fatalf("learn chain has %d rules:\n%s", len(lr), strings.Join(lr, "\n"))
 			}
 			for i, want := range []string{"ct direction original ct status snat", "ct direction reply ct status dnat"} {
@@ -76,27 +76,30 @@ func TestBuildNAT(t *testing.T) {
 					t.Errorf("learn rule %d must refresh all four sets (%s):\n%s", i, want, lr[i])
 				}
 			}
-			unmapped := "ct state new ip saddr . udp sport != @nat_eps4 "
-			if own := lr[2]; !strings.Contains(own, unmapped+"udp sport != @nat_held4 update @nat_claim4 { udp sport limit rate 1/hour burst 1 packets } update @nat_out4 { ip saddr . udp sport : udp sport }") {
-				t.Errorf("learn rule 2 must claim the endpoint's own port when no mapping holds it:\n%s", own)
+			if !strings.HasSuffix(lr[2], "ct state new ip saddr . udp sport != @nat_eps4 jump nat_claim") {
+				t.Errorf("learn rule 2 must send a new endpoint's first packet to nat_claim: %s", lr[2])
+			}
+			cr := chainRules(t, tbl, ChainNATClaim)
+			if len(cr) != 2+remapTries {
+				t.Fatalf("nat_claim has %d rules, want %d:\n%s", len(cr), 2+remapTries, strings.Join(cr, "\n"))
+			}
+			if own := cr[0]; !strings.HasPrefix(own, "meta nfproto ipv4 udp sport != @nat_held4 update @nat_claim4 { udp sport limit rate 1/hour burst 1 packets } update @nat_out4 { ip saddr . udp sport : udp sport }") ||
+				!strings.HasSuffix(own, " return") {
+				t.Errorf("nat_claim rule 0 must claim the endpoint's own port when no mapping holds it:\n%s", own)
 			}
 			draw := "numgen random mod 100 offset 20000"
 			if binary.NativeEndian.Uint16([]byte{0, 1}) == 1 {
 				draw = "numgen random mod 6553600 offset 1310720000"
 			}
-			for i := 3; i < 3+remapTries; i++ {
-				if want := unmapped + draw + " != @nat_held4 update @nat_claim4 { " + draw + " limit rate 1/hour burst 1 packets } update @nat_out4 { ip saddr . udp sport : " + draw + " }"; !strings.Contains(lr[i], want) ||
-					!strings.HasSuffix(lr[i], `counter name "nat_remapped"`) || !tbl.Chains[slices.IndexFunc(tbl.Chains, func(c *Chain) bool { return c.Name == ChainNATLearn })].Rules[i].ListOnly() {
-					t.Errorf("learn rule %d must draw a remap port (list-only):\n%s\nwant it to contain\n%s", i, lr[i], want)
+			claimRules := tbl.Chains[slices.IndexFunc(tbl.Chains, func(c *Chain) bool { return c.Name == ChainNATClaim })].Rules
+			for i := 1; i <= remapTries; i++ {
+				if want := "meta nfproto ipv4 meta l4proto udp " + draw + " != @nat_held4 update @nat_claim4 { " + draw + " limit rate 1/hour burst 1 packets } update @nat_out4 { ip saddr . udp sport : " + draw + " }"; !strings.HasPrefix(cr[i], want) ||
+					!strings.HasSuffix(cr[i], `counter name "nat_remapped" return`) || !claimRules[i].ListOnly() {
+					t.Errorf("nat_claim rule %d must draw a remap port (list-only):\n%s\nwant it to start with\n%s", i, cr[i], want)
 				}
 			}
-			if got := lr[3+remapTries]; !strings.HasSuffix(got, unmapped+`counter name "nat_exhausted" drop`) {
-				t.Errorf("learn rule %d must drop what found no port: %s", 3+remapTries, got)
-			}
-			vin := chainRules(t, tbl, "voip_in")
-			n := len(vin)
-			if vin[n-1] != `counter name "blocked_inbound" drop` || vin[n-3] != `ct status dnat counter name "nat_inbound" accept` || vin[n-2] != tc.in6 {
-				t.Errorf("voip_in must accept dnat'ed and pinhole flows just before the final drop:\n%s", strings.Join(vin, "\n"))
+			if got := cr[1+remapTries]; got != `counter name "nat_exhausted" drop` {
+				t.Errorf("nat_claim's last rule must drop what found no port: %s", got)
 			}
 			learn := strings.Join(chainRules(t, tbl, ChainNATLearn), "\n")
 			if got := strings.Contains(learn, "udp sport @nat_ports"); got != tc.ports {

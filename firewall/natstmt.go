@@ -92,6 +92,13 @@ func refreshMappings(fromDNAT, needL4 bool) Stmt {
 	return Stmt{Text: recordText(ext), Exprs: exprs}
 }
 
+// udpIPv4 is `meta nfproto ipv4 meta l4proto udp` for a rule in a chain that is
+// jumped to and matches no IPv4 or UDP field before its statements (nft then
+// lists the dependency as it is).
+func udpIPv4() Stmt {
+	return Stmt{Text: "meta nfproto ipv4 meta l4proto udp", Exprs: append(nfproto(unix.NFPROTO_IPV4), l4proto(unix.IPPROTO_UDP)...)}
+}
+
 // loadEndpoint loads the phone's `ip saddr . udp sport` into registers 0-1.
 func loadEndpoint() []expr.Any {
 	return []expr.Any{

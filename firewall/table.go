@@ -135,8 +135,8 @@ func rule(stmts ...Stmt) Rule { return Rule{Stmts: stmts} }
 // Text is the rule as nft prints it.
 func (r Rule) Text() string {
 	s := ""
-	for i, st := range r.Stmts {
-		if i > 0 {
+	for _, st := range r.Stmts {
+		if s != "" {
 			s += " "
 		}
 		s += st.Text
