@@ -98,18 +98,24 @@ func listenPhone(t *testing.T, ns *lab.NS, a netip.Addr, port uint16) *net.UDPCo
 	return c
 }
 
+// twoPhonesOnPort applies the lab config with extra and opens phone1's and
+// phone2's sockets on the same UDP port.
+func twoPhonesOnPort(t *testing.T, extra string, port uint16) (*lab.Lab, *gwCmd, *net.UDPConn, *net.UDPConn) {
+	t.Helper()
+	l, gw := newLab(t)
+	writeConfig(t, gw, extra)
+	gw.mustRun("apply")
+	return l, gw, listenPhone(t, l.Phone1, lab.Phone1Addr.Addr(), port), listenPhone(t, l.Phone2, lab.Phone2Addr.Addr(), port)
+}
+
 // The report, step by step: phone 2 takes port 41010, phone 1 is remapped;
 // phone 1's conntrack entry goes; phone 1's next flow must leave on its remapped
 // port again (not on 41010, phone 2's), and anyone reaches both through their
 // mappings (endpoint-independent filtering).
 func TestFullConeRemappedEndpointInLab(t *testing.T) {
-	l, gw := newLab(t)
-	writeConfig(t, gw, natEIF)
-	gw.mustRun("apply")
-	wan := lab.WANGateway.Addr()
 	const port = 41010
-	p1 := listenPhone(t, l.Phone1, lab.Phone1Addr.Addr(), port)
-	p2 := listenPhone(t, l.Phone2, lab.Phone2Addr.Addr(), port)
+	l, _, p1, p2 := twoPhonesOnPort(t, natEIF, port)
+	wan := lab.WANGateway.Addr()
 
 	m2 := mappedOnce(t, p2, ap(lab.SBC, 5060))
 	if m2 != ap(wan, port) {
@@ -144,12 +150,9 @@ func TestFullConeRemappedEndpointInLab(t *testing.T) {
 // from the first packet, preserved or remapped; with filtering provider only the
 // platform gets in.
 func TestFullConeFirstPacketInLab(t *testing.T) {
-	l, gw := newLab(t)
-	gw.mustRun("apply") // default filtering: provider
-	wan := lab.WANGateway.Addr()
 	const port = 41030
-	p1 := listenPhone(t, l.Phone1, lab.Phone1Addr.Addr(), port)
-	p2 := listenPhone(t, l.Phone2, lab.Phone2Addr.Addr(), port)
+	l, _, p1, p2 := twoPhonesOnPort(t, "", port) // default filtering: provider
+	wan := lab.WANGateway.Addr()
 
 	m1 := mappedOnce(t, p1, ap(lab.SBC, 5060))
 	m2 := mappedOnce(t, p2, ap(lab.SBC, 5060))
@@ -245,13 +248,9 @@ func TestFullConeManyPhonesInLab(t *testing.T) {
 
 // A mapping that expires (nat.timeout) frees its port for another endpoint.
 func TestFullConeExpiryInLab(t *testing.T) {
-	l, gw := newLab(t)
-	writeConfig(t, gw, natEIF+"\toption timeout '5'\n")
-	gw.mustRun("apply")
-	wan := lab.WANGateway.Addr()
 	const port = 41070
-	p1 := listenPhone(t, l.Phone1, lab.Phone1Addr.Addr(), port)
-	p2 := listenPhone(t, l.Phone2, lab.Phone2Addr.Addr(), port)
+	l, _, p1, p2 := twoPhonesOnPort(t, natEIF+"\toption timeout '5'\n", port)
+	wan := lab.WANGateway.Addr()
 	if m := mappedOnce(t, p1, ap(lab.SBC, 5060)); m != ap(wan, port) {
 		t.Fatalf("phone1 mapped to %s, want %s", m, ap(wan, port))
 	}
@@ -274,13 +273,9 @@ func TestFullConeExpiryInLab(t *testing.T) {
 // packet had checked nat_held4 just before phone1's claim recorded it). Within
 // the claim's lifetime phone2 must still not get the port.
 func TestFullConeClaimLockInLab(t *testing.T) {
-	l, gw := newLab(t)
-	writeConfig(t, gw, natEIF)
-	gw.mustRun("apply")
-	wan := lab.WANGateway.Addr()
 	const port = 41110
-	p1 := listenPhone(t, l.Phone1, lab.Phone1Addr.Addr(), port)
-	p2 := listenPhone(t, l.Phone2, lab.Phone2Addr.Addr(), port)
+	l, _, p1, p2 := twoPhonesOnPort(t, natEIF, port)
+	wan := lab.WANGateway.Addr()
 	e1 := ap(lab.Phone1Addr.Addr(), port)
 	if m := mappedOnce(t, p1, ap(lab.SBC, 5060)); m != ap(wan, port) {
 		t.Fatalf("phone1 mapped to %s, want %s", m, ap(wan, port))
