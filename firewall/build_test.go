@@ -188,7 +188,7 @@ func hasChain(tbl *Table, name string) bool {
 
 func TestBuildScanToggle(t *testing.T) {
 	scanSets := []string{SetScanners4, SetScanners6, SetScanRate4, SetScanRate6}
-	scanChains := []string{"prerouting", "wan_scan"}
+	scanChains := []string{"wan_scan"}
 	for _, enabled := range []bool{true, false} {
 		t.Run(fmt.Sprint("enabled=", enabled), func(t *testing.T) {
 			spec, _ := exampleSpec(t)
@@ -206,6 +206,15 @@ func TestBuildScanToggle(t *testing.T) {
 				if hasChain(tbl, c) != enabled {
 					t.Errorf("chain %s present = %v", c, !enabled)
 				}
+			}
+			// Jumped to from input and forward for packets from WAN; no hook of its own.
+			for _, c := range []string{"input", "forward"} {
+				if got := slices.Contains(chainRules(t, tbl, c), `iifname "`+spec.WAN+`" jump wan_scan`); got != enabled {
+					t.Errorf("chain %s jumps to wan_scan: %v", c, got)
+				}
+			}
+			if hasChain(tbl, "prerouting") {
+				t.Errorf("a prerouting base chain costs every received packet a hook traversal")
 			}
 			r := tbl.Render()
 			if strings.Contains(r, "@scanners") != enabled || strings.Contains(r, "scan_rate") != enabled {

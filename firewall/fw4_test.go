@@ -329,7 +329,7 @@ func TestChainsRunBeforeFW4(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]string{"input": "filter - 1", "forward": "filter - 1", "prerouting": "mangle", "postrouting": "srcnat"}
+	want := map[string]string{"input": "filter - 1", "forward": "filter - 1", "postrouting": "srcnat"}
 	for _, c := range tbl.Chains {
 		if c.Hook == nil {
 			continue

@@ -19,8 +19,8 @@ package firewall
 //     map cannot be matched by key alone on the 6.1 kernels (a lookup without a
 //     destination register is EINVAL there).
 //
-// The choice (chain nat_learn, a filter chain just before srcnat, on a new flow of
-// an endpoint that has no mapping yet):
+// The choice (rules in voip_out, the forward filter before srcnat, and chain
+// nat_claim, on a new flow of an endpoint that has no mapping yet):
 //
 //  1. its own port, unless a mapping holds it (port preservation);
 //  2. else a random port of nat.remap_port that no mapping holds, up to
@@ -102,7 +102,7 @@ const (
 	SetMediaOut6   = "media_out6"
 	SetMediaPorts  = "media_ports"
 	ChainNATDstnat = "nat_dstnat"
-	ChainNATLearn  = "nat_learn"
+	ChainNATOutput = "nat_output"
 	ChainNATClaim  = "nat_claim"
 	ChainMedia     = "media_track"
 
@@ -218,18 +218,26 @@ func addFullCone(t *Table, s Spec) {
 		pr.Rules = append(first, pr.Rules...)
 	}
 
-	// learn: just before source NAT; the phone's endpoint is still in the headers.
+	// Learning, in voip_out (forward, before source NAT: the phone's endpoint is still
+	// in the headers): a base chain of its own would cost every packet the router
+	// sends a hook traversal (see BENCHMARKS.md). Router-sent packets from a phone's
+	// address (the keep-alive helper's) refresh the mapping in the output hook.
 	phones := addrInPrefix(addrField{}, s.Subnet4, false)
-	out := func(st ...Stmt) Rule {
-		return rules(append([]Stmt{oifname(wan, false), phones, ports}, st...)...)
+	phones6 := addrInPrefix(addrField{v6: true}, s.Subnet6, false)
+	refresh := func(pre ...Stmt) []Rule {
+		rs := []Rule{
+			rules(append(pre, phones, ports, ctDirection(false), ctStatus(ctStatusSNAT, "snat"), refreshMappings(false, ports.Text == ""))...),
+			rules(append(pre, phones, ports, ctDirection(true), ctStatus(ctStatusDNAT, "dnat"), refreshMappings(true, ports.Text == ""))...),
+		}
+		if v6 {
+			rs = append(rs, rules(append(pre, phones6, ports, updatePinhole6(SetPinhole6))...))
+		}
+		return rs
 	}
-	learn := []Rule{
-		out(ctDirection(false), ctStatus(ctStatusSNAT, "snat"), refreshMappings(false, ports.Text == "")),
-		out(ctDirection(true), ctStatus(ctStatusDNAT, "dnat"), refreshMappings(true, ports.Text == "")),
-	}
+	learn := refresh()
 	if n.WANAddr.Is4() {
 		// One rule on the hot path; the choice itself only for a new endpoint.
-		learn = append(learn, out(ctState(false, expr.CtStateBitNEW), endpointIn(true, SetNATEps4, ports.Text == ""), jump(ChainNATClaim)))
+		learn = append(learn, rules(phones, ports, ctState(false, expr.CtStateBitNEW), endpointIn(true, SetNATEps4, ports.Text == ""), jump(ChainNATClaim)))
 		claim := []Rule{rule(metaNfproto(false), udpSportNotIn(SetNATHeld4), claimOwnPort(), ret())}
 		for range remapTries {
 			claim = append(claim, rule(udpIPv4(), claimRemapPort(n.Remap.First, uint32(n.Remap.Last-n.Remap.First)+1), ret()))
@@ -237,12 +245,9 @@ func addFullCone(t *Table, s Spec) {
 		claim = append(claim, rule(counterName(CounterNATExhausted), drop()))
 		t.Chains = append(t.Chains, &Chain{Name: ChainNATClaim, Comment: "full cone: choose a new endpoint's external port", Rules: claim})
 	}
-	if v6 {
-		learn = append(learn, rules(oifname(wan, false), addrInPrefix(addrField{v6: true}, s.Subnet6, false), ports, updatePinhole6(SetPinhole6)))
-	}
-	t.Chains = append(t.Chains, &Chain{Name: ChainNATLearn, Comment: "full cone: choose and refresh mappings as phones' packets leave",
-		Hook:  &Hook{Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookPostrouting, HookName: "postrouting", Priority: 99, PrioText: "srcnat - 1"},
-		Rules: learn})
+	insertAfter(t, "voip_out", oifname(wan, true).Text+" "+counterName(CounterLAN).Text+" drop", learn)
+	t.Chains = append(t.Chains, &Chain{Name: ChainNATOutput, Comment: "full cone: keep-alives sent from a phone's address refresh its mapping",
+		Hook: filterHook(nftables.ChainHookOutput, "output", 0, "filter"), Rules: refresh(oifname(wan, false))})
 
 	// voip_in: what came in through a mapping (dnat) or a pinhole is accepted, counted.
 	if vin := chainByName(t, "voip_in"); vin != nil && len(vin.Rules) > 0 {

@@ -64,12 +64,27 @@ func TestBuildNAT(t *testing.T) {
 				!strings.HasSuffix(post[2], " masquerade") {
 				t.Errorf("postrouting: mapping, then held port (outside nat.port), then plain masquerade; got\n%s", strings.Join(post, "\n"))
 			}
-			// The learn chain: refresh (own flows, inbound-started flows), then a new flow of
-			// an endpoint without a mapping goes to nat_claim: its own port, remapTries
-			// draws from the remap range, a counted drop; all claims locked by nat_claim4.
-			lr := chainRules(t, tbl, ChainNATLearn)
-			if len(lr) < 3 {
-				t.Fatalf("learn chain has %d rules:\n%s", len(lr), strings.Join(lr, "\n"))
+			// Learning in voip_out, before the established accept: refresh (own flows,
+			// inbound-started flows), IPv6 pinholes, then a new flow of an endpoint without
+			// a mapping goes to nat_claim: its own port, remapTries draws from the remap
+			// range, a counted drop; all claims locked by nat_claim4.
+			out := chainRules(t, tbl, "voip_out")
+			var lr []string
+			est := slices.Index(out, "ct state established,related accept")
+			for i, r := range out {
+				if strings.Contains(r, "@nat_") || strings.Contains(r, "@pinhole6") {
+					if i > est {
+						t.Errorf("voip_out: learning rule after the established accept: %s", r)
+					}
+					lr = append(lr, r)
+				}
+			}
+			if len(lr) != 4 {
+				t.Fatalf("voip_out has %d learning rules, want 4:\n%s", len(lr), strings.Join(out, "\n"))
+			}
+			lr = slices.Delete(lr, 2, 3) // the pinhole
+			if got := chainRules(t, tbl, ChainNATOutput); len(got) != 3 || !strings.HasPrefix(got[0], `oifname "wan0" `+lr[0]) {
+				t.Errorf("nat_output must refresh mappings of router-sent packets from a phone's address:\n%s", strings.Join(got, "\n"))
 			}
 			for i, want := range []string{"ct direction original ct status snat", "ct direction reply ct status dnat"} {
 				if !strings.Contains(lr[i], want) || !strings.Contains(lr[i], "update @nat_eps4 { ip saddr . udp sport }") {
@@ -101,7 +116,7 @@ func TestBuildNAT(t *testing.T) {
 			if got := cr[1+remapTries]; got != `counter name "nat_exhausted" drop` {
 				t.Errorf("nat_claim's last rule must drop what found no port: %s", got)
 			}
-			learn := strings.Join(chainRules(t, tbl, ChainNATLearn), "\n")
+			learn := strings.Join(lr, "\n")
 			if got := strings.Contains(learn, "udp sport @nat_ports"); got != tc.ports {
 				t.Errorf("learn rules restricted to nat_ports: %v, want %v:\n%s", got, tc.ports, learn)
 			}

@@ -6,6 +6,7 @@ package firewall
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/google/nftables"
@@ -206,13 +207,13 @@ func Build(s Spec) (*Table, error) {
 	established := ctState(false, expr.CtStateBitESTABLISHED, expr.CtStateBitRELATED)
 	invalid := ctState(false, expr.CtStateBitINVALID)
 
-	// prerouting: scanners are dropped before conntrack-based NAT or routing decide
-	// anything, which covers both the router itself (input) and the phones (forward).
+	// Scan detection: wan_scan is jumped to from input (the router itself) and
+	// forward (the phones, and the LAN through the router's port forwards) for
+	// packets from WAN. A prerouting hook of its own would cost every packet the
+	// router receives, the phones' own included, a hook traversal (BENCHMARKS.md).
+	var scanJump []Rule
 	if s.Scan.Enabled {
-		t.Chains = append(t.Chains, &Chain{
-			Name: "prerouting", Hook: filterHook(nftables.ChainHookPrerouting, "prerouting", -150, "mangle"),
-			Rules: []Rule{rule(iifname(s.WAN, false), jump("wan_scan"))},
-		})
+		scanJump = []Rule{rule(iifname(s.WAN, false), jump("wan_scan"))}
 		rate, unit := scanRate(s.Scan.Threshold, s.Scan.Window)
 		t.Chains = append(t.Chains, &Chain{Name: "wan_scan", Comment: "port-scan detection on WAN", Rules: []Rule{
 			rule(saddrIn(false, SetScanners4), counterName(CounterScanners), drop()),
@@ -233,9 +234,9 @@ func Build(s Spec) (*Table, error) {
 		icmpRate = 10
 	}
 	t.Chains = append(t.Chains,
-		&Chain{Name: "input", Hook: filterHook(nftables.ChainHookInput, "input", 0, "filter"), Rules: []Rule{
+		&Chain{Name: "input", Hook: filterHook(nftables.ChainHookInput, "input", 0, "filter"), Rules: append(slices.Clone(scanJump),
 			rule(iifname(s.VoIPIf, false), jump("voip_to_router")),
-		}},
+		)},
 		&Chain{Name: "voip_to_router", Comment: "phones to the router: DHCP, DNS, NTP, ping", Rules: []Rule{
 			rule(established, accept()),
 			rule(dport(unix.IPPROTO_UDP, 67), accept()),
@@ -257,10 +258,9 @@ func Build(s Spec) (*Table, error) {
 	fwdFirst := rule(iifname(s.VoIPIf, false), jump("voip_out"))
 	fwdFirst.Comment = ConfigComment(s.ConfigHash)
 	t.Chains = append(t.Chains,
-		&Chain{Name: "forward", Hook: filterHook(nftables.ChainHookForward, "forward", 0, "filter"), Rules: []Rule{
-			fwdFirst,
-			rule(oifname(s.VoIPIf, false), jump("voip_in")),
-		}},
+		&Chain{Name: "forward", Hook: filterHook(nftables.ChainHookForward, "forward", 0, "filter"), Rules: slices.Concat(
+			[]Rule{fwdFirst}, scanJump, []Rule{rule(oifname(s.VoIPIf, false), jump("voip_in"))},
+		)},
 		&Chain{Name: "voip_out", Comment: "phones to anywhere: only the allowlist, only via WAN", Rules: []Rule{
 			rule(oifnameIn(SetLANIfs), counterName(CounterLAN), drop()),
 			rule(oifname(s.WAN, true), counterName(CounterLAN), drop()),

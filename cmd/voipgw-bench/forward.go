@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -316,12 +317,12 @@ func (e *env) ablations(cfg string) ([]*variant, error) {
 		drop []string // chains
 		edit func(string) string
 	}{
-		{name: "voipgw − nat_learn", drop: []string{"nat_learn"}},
-		{name: "voipgw − media_track", drop: []string{"media_track"}},
-		{name: "voipgw − sip_ct", drop: []string{"sip_ct"}},
+		{name: "voipgw − full-cone learning", edit: dropRules("@nat_", "@pinhole6")},
+		{name: "voipgw − media tracking", edit: dropRules("@media_out")},
+		{name: "voipgw − SIP/RTP ct timeouts", edit: dropRules("ct timeout set")},
 		{name: "voipgw − allowed counter", edit: func(s string) string { return strings.ReplaceAll(s, `counter name "allowed" accept`, "accept") }},
-		{name: "voipgw − prerouting (scan)", drop: []string{"prerouting"}},
-		{name: "voipgw − the three chains", drop: []string{"nat_learn", "media_track", "sip_ct"}},
+		{name: "voipgw − scan detection", edit: dropRules("jump wan_scan")},
+		{name: "voipgw − the three in voip_out", edit: dropRules("@nat_", "@pinhole6", "@media_out", "ct timeout set")},
 	} {
 		t := text
 		for _, c := range a.drop {
@@ -338,6 +339,27 @@ func (e *env) ablations(cfg string) ([]*variant, error) {
 		vs = append(vs, &variant{name: a.name, family: "inet", table: name})
 	}
 	return vs, nil
+}
+
+// dropRules removes the rules of voip_out, input and forward that contain any of
+// the strings (the parts folded into those chains: learning, tracking, timeouts).
+func dropRules(subs ...string) func(string) string {
+	return func(text string) string {
+		var out []string
+		chain := ""
+		for _, l := range strings.Split(text, "\n") {
+			if name, ok := strings.CutPrefix(l, "\tchain "); ok {
+				chain = strings.TrimSuffix(name, " {")
+			}
+			if chain == "voip_out" || chain == "input" || chain == "forward" {
+				if slices.ContainsFunc(subs, func(sub string) bool { return strings.Contains(l, sub) }) {
+					continue
+				}
+			}
+			out = append(out, l)
+		}
+		return strings.Join(out, "\n")
+	}
 }
 
 // dropChain removes "\tchain NAME {" … "\t}" from nft text.
