@@ -81,14 +81,7 @@ func makePlan(ctx context.Context, o *options, log *slog.Logger, resolve bool) (
 	if p.table, err = firewall.Build(spec); err != nil {
 		return nil, err
 	}
-	addrs := []netip.Prefix{cfg.Net.IPv4}
-	if cfg.Net.IPv6.IsValid() {
-		addrs = append(addrs, cfg.Net.IPv6)
-	}
-	p.desired = vlan.Desired{Name: cfg.Net.Ifname, VID: cfg.Net.VID, Addrs: addrs, AccessPorts: cfg.Net.AccessPorts}
-	if cfg.Net.VID != 0 {
-		p.desired.Parent = cfg.Net.Device
-	}
+	p.desired = networkDesired(cfg) // validate.go
 	if err := p.desired.Validate(); err != nil {
 		return nil, fmt.Errorf("%s: voipgw.%s: %w", o.config, cfg.Net.Section, err)
 	}

@@ -94,6 +94,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&opts.config, "config", defaultConfigPath, "UCI config file")
 	fs.StringVar(&opts.stateDir, "state-dir", defaultStateDir(), "directory for voipgw's record of what it created")
 	fs.BoolVar(&opts.json, "json", false, "status: print JSON")
+	fs.BoolVar(&opts.rpc, "rpc", false, "validate, diagnose: read the arguments of an rpcd call as JSON from stdin")
 	fs.BoolVar(&opts.noResolve, "no-resolve", false, "render: do not resolve host names (show what the config alone gives)")
 
 	switch cmd {
@@ -135,11 +136,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 type usageError struct{ error }
 
 type options struct {
-	config    string
-	stateDir  string
-	json      bool
-	noResolve bool
-	diagnose  map[string]*string // flag → target, for voipgw diagnose
+	config     string
+	stateDir   string
+	json       bool
+	noResolve  bool
+	rpc        bool               // arguments of an rpcd call come as JSON on stdin (rpcd.go)
+	diagnose   map[string]*string // flag → target, for voipgw diagnose
+	diagSource string             // diagnose --source: local address of the STUN test
 }
 
 const defaultConfigPath = "/etc/config/voipgw"
