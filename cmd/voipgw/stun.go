@@ -78,6 +78,11 @@ func diagnoseSTUN(ctx context.Context, target string, o *options, out io.Writer,
 		return err
 	}
 	c := &stun.Client{Server: server}
+	if o.diagSource != "" {
+		// cmdDiagnose checked it; from the VoIP gateway address the router's own
+		// probe takes the phones' NAT rules (their subnet's masquerade and maps).
+		c.Local, _ = netip.ParseAddr(o.diagSource)
+	}
 	r, err := c.Discover(ctx)
 	if err != nil {
 		return err
