@@ -56,13 +56,13 @@ type diagnoseReport struct {
 func cmdDiagnose(ctx context.Context, o *options, out io.Writer, log *slog.Logger) error {
 	if o.rpc {
 		// rpcd exec plugin: {"stun": "HOST[:PORT]", "sip_echo": "HOST:PORT"} on stdin.
-		var args map[string]string
+		var args map[string]any // rpcd may add ubus_rpc_session
 		if err := json.NewDecoder(os.Stdin).Decode(&args); err != nil {
-			return fmt.Errorf("read the rpc arguments: %w", err)
+			return diagnoseFail(o, out, fmt.Errorf("read the rpc arguments: %w", err))
 		}
 		for _, c := range diagnoseChecks {
-			if v := strings.TrimSpace(args[strings.ReplaceAll(c.flag, "-", "_")]); v != "" {
-				*o.diagnose[c.flag] = v
+			if v, ok := args[strings.ReplaceAll(c.flag, "-", "_")].(string); ok && strings.TrimSpace(v) != "" {
+				*o.diagnose[c.flag] = strings.TrimSpace(v)
 			}
 		}
 		if o.diagSource == "" {
