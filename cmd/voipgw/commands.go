@@ -256,6 +256,21 @@ type statusReport struct {
 }
 
 func cmdStatus(ctx context.Context, o *options, out io.Writer, log *slog.Logger) error {
+	rep := collectStatus(o)
+	if o.json {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	printStatus(out, &rep)
+	if len(rep.Problems) > 0 {
+		return fmt.Errorf("%d problem(s)", len(rep.Problems))
+	}
+	return nil
+}
+
+// collectStatus reads everything `voipgw status` and `voipgw metrics` show.
+func collectStatus(o *options) statusReport {
 	rep := statusReport{ConfigPath: o.config, Problems: []string{}, Scanners: []string{}, StateDir: o.stateDir}
 	rec, err := loadRecord(o.stateDir)
 	if err != nil {
@@ -316,16 +331,7 @@ func cmdStatus(ctx context.Context, o *options, out io.Writer, log *slog.Logger)
 		}
 		rep.Problems = append(rep.Problems, problems...)
 	}
-	if o.json {
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
-	}
-	printStatus(out, &rep)
-	if len(rep.Problems) > 0 {
-		return fmt.Errorf("%d problem(s)", len(rep.Problems))
-	}
-	return nil
+	return rep
 }
 
 // statusProvider adds one feature's state (read from the kernel or the daemon's
