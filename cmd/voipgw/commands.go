@@ -13,8 +13,8 @@ import (
 	"slices"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/voipgw/voipgw/config"
 	"github.com/voipgw/voipgw/firewall"
@@ -344,11 +344,53 @@ var statusProviders []statusProvider
 // featurePrinters print a feature's value in the human-readable status.
 var featurePrinters = map[string]func(out io.Writer, value any){}
 
+// statusWidth is the terminal width `voipgw status` keeps to.
+const statusWidth = 80
+
 func printStatus(out io.Writer, r *statusReport) {
+	var b strings.Builder
+	printStatusLines(&b, r)
+	io.WriteString(out, foldLines(b.String(), statusWidth))
+}
+
+// statusHeadline is the first line: the verdict and the numbers an admin looks for.
+func statusHeadline(r *statusReport) string {
+	verdict := "OK"
+	if n := len(r.Problems); n > 0 {
+		verdict = fmt.Sprintf("%d PROBLEM(S), listed at the end", n)
+	}
+	var parts []string
+	if phones, ok := r.Features["dhcp"].([]phoneView); ok {
+		parts = append(parts, fmt.Sprintf("phones %d", len(phones)))
+	}
+	if n, ok := r.Features["nat"].(natReport); ok {
+		parts = append(parts, fmt.Sprintf("mappings %d", len(n.Kernel.Mappings)))
+	}
+	if d, ok := r.Features["dns"].(dnsStatusValue); ok {
+		parts = append(parts, fmt.Sprintf("learned %d", len(d.Learned)))
+	}
+	if r.Firewall.Present {
+		parts = append(parts, fmt.Sprintf("scanners %d", len(r.Scanners)))
+	}
+	if len(parts) == 0 {
+		return "voipgw: " + verdict
+	}
+	return fmt.Sprintf("voipgw: %s (%s)", verdict, strings.Join(parts, ", "))
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+func printStatusLines(out io.Writer, r *statusReport) {
+	fmt.Fprintf(out, "%s\n", statusHeadline(r))
 	i := r.Interface
 	fmt.Fprintf(out, "VoIP network\n")
 	if i.Exists {
-		up := "down"
+		up := "DOWN"
 		if i.Up {
 			up = "up"
 		}
@@ -362,7 +404,7 @@ func printStatus(out io.Writer, r *statusReport) {
 		}
 		fmt.Fprintf(out, "  interface  %s (%s) %s, oper %s\n", i.Name, kind, up, i.OperState)
 		fmt.Fprintf(out, "  addresses  %s\n", strings.Join(addrs, " "))
-		fmt.Fprintf(out, "  forwarding ipv4 %v, ipv6 %v\n", i.Forwarding4, i.Forwarding6)
+		fmt.Fprintf(out, "  forwarding ipv4 %s, ipv6 %s\n", onOff(i.Forwarding4), onOff(i.Forwarding6))
 	} else {
 		fmt.Fprintf(out, "  interface  %s: absent\n", i.Name)
 	}
@@ -373,20 +415,18 @@ func printStatus(out io.Writer, r *statusReport) {
 	} else {
 		fmt.Fprintf(out, "  table inet %s: %d chains, %d rules, config %s\n", f.Table, f.Chains, f.Rules, f.ConfigHash)
 		if len(f.Undecoded) > 0 {
-			fmt.Fprintf(out, "             (rules of %s not counted: not decodable by the netlink library)\n", strings.Join(f.Undecoded, ", "))
+			fmt.Fprintf(out, "             (not counted, undecodable via netlink: rules of %s)\n", strings.Join(f.Undecoded, ", "))
 		}
 		if r.AppliedAt != nil {
 			fmt.Fprintf(out, "  applied    %s\n", r.AppliedAt.Local().Format(time.RFC3339))
 		}
 		allow := f.SetSizes[firewall.SetAllow4] + f.SetSizes[firewall.SetAllow4Range] + f.SetSizes[firewall.SetAllow6] + f.SetSizes[firewall.SetAllow6Range]
 		fmt.Fprintf(out, "  allowlist  %d elements\n", allow)
-		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintf(tw, "  counter\tpackets\tbytes\t\n")
+		fmt.Fprintf(out, "  %-25s %12s %14s\n", "counter", "packets", "bytes")
 		for _, name := range firewall.Counters {
 			c := f.Counters[name]
-			fmt.Fprintf(tw, "  %s\t%d\t%d\t\n", name, c.Packets, c.Bytes)
+			fmt.Fprintf(out, "  %-25s %12d %14d\n", name, c.Packets, c.Bytes)
 		}
-		tw.Flush()
 		fmt.Fprintf(out, "  scanners   %d\n", len(r.Scanners))
 		for _, s := range r.Scanners {
 			fmt.Fprintf(out, "    %s\n", s)
@@ -410,6 +450,63 @@ func printStatus(out io.Writer, r *statusReport) {
 	for _, p := range r.Problems {
 		fmt.Fprintf(out, "PROBLEM: %s\n", p)
 	}
+}
+
+// foldLines breaks lines longer than width: after ": " when that keeps at least
+// half the line, else after the last space or comma that fits. Continuation
+// lines are indented to the value column (13) of "  name       value" lines, or
+// four more than the line itself.
+func foldLines(s string, width int) string {
+	var b strings.Builder
+	for _, line := range strings.SplitAfter(s, "\n") {
+		nl := strings.HasSuffix(line, "\n")
+		line = strings.TrimSuffix(line, "\n")
+		indent := len(line) - len(strings.TrimLeft(line, " "))
+		cont := strings.Repeat(" ", indent+4)
+		if indent == 2 && len(line) > 13 && line[12] == ' ' && line[13] != ' ' {
+			cont = strings.Repeat(" ", 13)
+		}
+		for utf8.RuneCountInString(line) > width {
+			cut := foldPoint(line, width)
+			if cut <= len(cont) {
+				break // one word longer than the line: leave it
+			}
+			b.WriteString(strings.TrimRight(line[:cut], " "))
+			b.WriteString("\n")
+			line = cont + strings.TrimLeft(line[cut:], " ")
+		}
+		b.WriteString(line)
+		if nl {
+			b.WriteString("\n")
+		}
+	}
+	return b.String()
+}
+
+// foldPoint is the byte offset to break line at so that the first part fits in
+// width columns; -1 if there is none.
+func foldPoint(line string, width int) int {
+	limit, n := len(line), 0
+	for i := range line {
+		if n == width {
+			limit = i
+			break
+		}
+		n++
+	}
+	best, colon := -1, -1
+	for i := 1; i < limit; i++ {
+		switch {
+		case line[i] == ' ' && line[i-1] == ':':
+			best, colon = i, i
+		case line[i] == ' ' || line[i-1] == ',':
+			best = i
+		}
+	}
+	if colon >= width/2 {
+		return colon
+	}
+	return best
 }
 
 // stateFromKernel is what down can safely remove without a record: a VLAN link that

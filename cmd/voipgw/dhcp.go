@@ -97,13 +97,13 @@ func printDHCPStatus(out io.Writer, value any) {
 		return
 	}
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "  MAC\tIP\thostname\tvendor\texpires in\t\n")
+	fmt.Fprintf(tw, "  MAC\tIP\thostname\tvendor\texpires in\n")
 	for _, p := range phones {
 		static := ""
 		if p.Static {
 			static = " (static)"
 		}
-		fmt.Fprintf(tw, "  %s\t%s%s\t%s\t%s\t%s\t\n", p.MAC, p.IP, static, p.Hostname, p.Vendor, p.ExpiresIn)
+		fmt.Fprintf(tw, "  %s\t%s%s\t%s\t%s\t%s\n", p.MAC, p.IP, static, p.Hostname, p.Vendor, p.ExpiresIn)
 	}
 	tw.Flush()
 }

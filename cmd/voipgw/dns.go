@@ -189,19 +189,29 @@ func printDNSStatus(out io.Writer, value any) {
 		fmt.Fprintf(out, "  not running: phones' DNS is redirected to the gateway, start `voipgw run`\n")
 	} else {
 		d := v.Daemon
-		fmt.Fprintf(out, "  listen     %v, upstream %v\n", d.Listen, d.Upstreams)
+		fmt.Fprintf(out, "  listen     %v\n", d.Listen)
+		fmt.Fprintf(out, "  upstream   %v\n", d.Upstreams)
 		s := d.Stats
-		fmt.Fprintf(out, "  queries    %d (answered %d, refused %d, upstream failures %d, replies discarded %d)\n",
-			s.Queries, s.Answered, s.Refused, s.UpstreamErrors, s.Discarded)
-		fmt.Fprintf(out, "  learning   %d learned, %d refreshed, %d evicted (cap), %d errors, %d static re-resolutions\n",
-			s.Learned, s.Refreshed, s.Evicted, s.LearnErrors, s.Resolved)
+		fmt.Fprintf(out, "  queries    %d (answered %d, refused %d)\n", s.Queries, s.Answered, s.Refused)
+		fmt.Fprintf(out, "  failures   upstream failures %d, replies discarded %d\n", s.UpstreamErrors, s.Discarded)
+		fmt.Fprintf(out, "  learning   %d learned, %d refreshed, %d evicted (cap), %d errors\n", s.Learned, s.Refreshed, s.Evicted, s.LearnErrors)
+		fmt.Fprintf(out, "  re-resolved %d static names\n", s.Resolved)
 	}
 	fmt.Fprintf(out, "  learned    %d addresses\n", len(v.Learned))
+	if len(v.Learned) == 0 {
+		return
+	}
+	// One line per address (address, time left, names), its ports below it.
+	wa, we := 0, 0
+	for _, l := range v.Learned {
+		wa, we = max(wa, len(l.Addr.String())), max(we, len(l.ExpiresIn))
+	}
 	for i, l := range v.Learned {
 		if i == 20 {
 			fmt.Fprintf(out, "    … %d more (voipgw status --json)\n", len(v.Learned)-i)
-			break
+			return
 		}
-		fmt.Fprintf(out, "    %s %s (%s) expires in %s\n", l.Addr, l.Ports, strings.Join(l.Names, " "), l.ExpiresIn)
+		fmt.Fprintf(out, "    %-*s  %*s  %s\n", wa, l.Addr, we, l.ExpiresIn, strings.Join(l.Names, " "))
+		fmt.Fprintf(out, "      %s\n", strings.ReplaceAll(l.Ports, ",", ", "))
 	}
 }

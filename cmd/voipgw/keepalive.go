@@ -184,7 +184,7 @@ func printKeepaliveStatus(out io.Writer, value any) {
 	}
 	s := v.Daemon.Stats
 	fmt.Fprintf(out, "  interval   %s, max_flows %d\n", v.Daemon.Interval, v.Daemon.MaxFlows)
-	fmt.Fprintf(out, "  flows      %d tracked (%d started, %d ended, %d gave up after max_idle, %d dropped for the cap)\n",
-		s.Tracked, s.Started, s.Ended, s.GaveUp, s.DroppedCap)
+	fmt.Fprintf(out, "  flows      %d tracked (%d started, %d ended)\n", s.Tracked, s.Started, s.Ended)
+	fmt.Fprintf(out, "  stopped    %d silent past max_idle, %d not followed (max_flows)\n", s.GaveUp, s.DroppedCap)
 	fmt.Fprintf(out, "  keep-alives %d sent (%d send errors, %d activity read errors)\n", s.KeepalivesSent, s.SendErrors, s.ActivityErrors)
 }

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
+	"slices"
 
 	"github.com/voipgw/voipgw/config"
 	"github.com/voipgw/voipgw/firewall"
@@ -108,7 +110,8 @@ func printSIPStatus(out io.Writer, value any) {
 		return
 	}
 	v.Report.Print(out)
-	for name, t := range v.Timeouts {
+	for _, name := range slices.Sorted(maps.Keys(v.Timeouts)) {
+		t := v.Timeouts[name]
 		fmt.Fprintf(out, "  timeout    %s: unreplied %ds, replied %ds\n", name, t.Unreplied, t.Replied)
 	}
 	if v.ALG {
