@@ -148,7 +148,7 @@ func TestMain(m *testing.M) {
 func TestIPKs(t *testing.T) {
 	out := packages(t)
 	t.Logf("scripts/package:\n%s", pkgOut)
-	files, err := filepath.Glob(filepath.Join(out, "*.ipk"))
+	files, err := filepath.Glob(filepath.Join(out, "voipgw_*.ipk"))
 	if err != nil {
 		t.Fatal(err)
 	}
