@@ -270,6 +270,8 @@ func (b *browser) navigate(t *testing.T, url string) {
 // screenshot sizes the viewport to the whole page (width fixed) and returns a PNG.
 func (b *browser) screenshot(t *testing.T, width int) []byte {
 	t.Helper()
+	// The page's own height, not that of the last screenshot's viewport.
+	b.call(t, "Emulation.setDeviceMetricsOverride", map[string]any{"width": width, "height": 600, "deviceScaleFactor": 1, "mobile": false}, nil)
 	var h int
 	b.eval(t, "Math.ceil(document.documentElement.scrollHeight)", &h)
 	b.call(t, "Emulation.setDeviceMetricsOverride", map[string]any{"width": width, "height": h, "deviceScaleFactor": 1, "mobile": false}, nil)

@@ -477,6 +477,7 @@ func TestLuCIInBrowser(t *testing.T) {
 		if bg != "rgb(204, 0, 0)" || !strings.Contains(text, "Problems") || !strings.Contains(text, ": run voipgw apply") {
 			t.Errorf("problems box: background %s, text:\n%s", bg, text)
 		}
+		checkPNG(t, b.screenshot(t, width), "status-problems.png", width, 800)
 	})
 
 	t.Run("config page", func(t *testing.T) {
