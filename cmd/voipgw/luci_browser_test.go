@@ -223,7 +223,9 @@ func (r *rpcdStandin) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		cmd := exec.Command("ip", "netns", "exec", r.gw.l.GW.Name, "/bin/sh", r.plugin, "call", method)
 		cmd.Env = append(os.Environ(), "VOIPGW="+voipgwBin, "VOIPGW_CONFIG="+r.gw.config, "VOIPGW_STATE_DIR="+r.gw.stateDir)
 		cmd.Stdin = bytes.NewReader(args)
+		started := time.Now()
 		out, _ := cmd.Output() // rpcd ignores the exit code; status exits 1 on problems
+		r.t.Logf("rpcd plugin call %s: %d bytes in %s", method, len(out), time.Since(started).Round(time.Millisecond))
 		var res map[string]any
 		if err := json.Unmarshal(out, &res); err != nil {
 			r.t.Errorf("plugin call %s printed no JSON object: %v\n%s", method, err, out)
@@ -483,11 +485,12 @@ func TestLuCIInBrowser(t *testing.T) {
 	t.Run("config page", func(t *testing.T) {
 		before, _ := os.ReadFile(gw.config)
 		b.navigate(t, base+"/?view=voipgw/config")
-		var device, dhcpStart string
+		var device, dhcpStart, hostMAC string
 		b.eval(t, "document.getElementById('widget.cbid.voipgw.voice.device').value", &device)
 		b.eval(t, "document.getElementById('widget.cbid.voipgw.dhcp.start').value", &dhcpStart)
-		if device != lab.GWVoIPIf || dhcpStart != "20" {
-			t.Errorf("form shows device %q, dhcp start %q; want the config's %q, 20", device, dhcpStart, lab.GWVoIPIf)
+		b.eval(t, "document.getElementById('widget.cbid.voipgw.reception.mac').value", &hostMAC)
+		if device != lab.GWVoIPIf || dhcpStart != "20" || hostMAC != mac2.String() {
+			t.Errorf("form shows device %q, dhcp start %q, static lease MAC %q; want the config's %q, 20, %s", device, dhcpStart, hostMAC, lab.GWVoIPIf, mac2)
 		}
 		checkPNG(t, b.screenshot(t, width), "config.png", width, 900)
 

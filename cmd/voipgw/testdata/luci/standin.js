@@ -158,6 +158,8 @@
 		uinteger: function(v) { return /^\d+$/.test(v) || 'Expecting: non-negative integer value'; },
 		cidr4: function(v) { return /^(\d{1,3}\.){3}\d{1,3}\/\d{1,2}$/.test(v) || 'Expecting: valid IPv4 CIDR'; },
 		cidr6: function(v) { return /^[0-9a-fA-F:]+\/\d{1,3}$/.test(v) || 'Expecting: valid IPv6 CIDR'; },
+		macaddr: function(v) { return /^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/.test(v) || 'Expecting: valid MAC address'; },
+		ip4addr: function(v) { return /^(\d{1,3}\.){3}\d{1,3}$/.test(v) || 'Expecting: valid IPv4 address'; },
 		portrange: function(v) { return /^\d+(-\d+)?$/.test(v) || 'Expecting: valid port or port range (port1-port2)'; }
 	};
 	function checkType(dt, v) {

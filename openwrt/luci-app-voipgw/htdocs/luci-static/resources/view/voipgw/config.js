@@ -146,6 +146,17 @@ return view.extend({
 		o.default = '1';
 		o.rmempty = false;
 
+		s = m.section(form.NamedSection, 'dns', 'dns', _('DNS for the phones'),
+			_('The forwarder of voipgw run answers the phones and learns the addresses of allowlisted names (needed for *.domain entries).'));
+		s.addremove = true;
+		o = s.option(form.Flag, 'forwarder', _('DNS forwarder'));
+		o.default = '1';
+		o.rmempty = false;
+		o = s.option(form.DynamicList, 'upstream', _('Upstream servers'), _('IP or IP:port; empty: the router\'s /etc/resolv.conf'));
+		o = s.option(form.Value, 'ttl_floor', _('Keep learned addresses at least (s)'));
+		o.datatype = 'uinteger';
+		o.placeholder = '300';
+
 		s = m.section(form.NamedSection, 'nat', 'nat', _('NAT for the phones'));
 		s.addremove = true;
 		o = s.option(form.Flag, 'enabled', _('Full-cone NAT'), _('Off: plain masquerade'));
@@ -188,6 +199,25 @@ return view.extend({
 		o = s.option(form.Value, 'leasetime', _('Lease time'), _('2m–30d, or seconds'));
 		o.placeholder = '12h';
 		o = s.option(form.Value, 'provisioning_url', _('Provisioning URL'), _('options 66 and 160; 114 to Gigaset phones'));
+
+		s = m.section(form.TypedSection, 'host', _('Static leases'));
+		s.anonymous = true;
+		s.addremove = true;
+		o = s.option(form.Value, 'name', _('Hostname'));
+		o = s.option(form.Value, 'mac', _('MAC address'));
+		o.datatype = 'macaddr';
+		o = s.option(form.Value, 'ip', _('IPv4 address'));
+		o.datatype = 'ip4addr';
+
+		s = m.section(form.NamedSection, 'keepalive', 'keepalive', _('RTP keep-alive'),
+			_('Keeps a silent phone\'s media mapping open (hold, mute).'));
+		s.addremove = true;
+		o = s.option(form.Flag, 'enabled', _('Enabled'));
+		o.default = '1';
+		o.rmempty = false;
+		o = s.option(form.Value, 'interval', _('Interval (s)'));
+		o.datatype = 'uinteger';
+		o.placeholder = '15';
 
 		s = m.section(form.NamedSection, 'sip', 'sip', _('SIP'));
 		s.addremove = true;
