@@ -460,6 +460,11 @@ func TestLuCIInBrowser(t *testing.T) {
 			t.Errorf("diagnose result lacks the STUN test's steps:\n%s", res)
 		}
 		checkPNG(t, b.screenshot(t, width), "status-diagnose.png", width, 800)
+
+		// Nothing typed in: the plugin answers with the CLI's usage message, shown in red.
+		b.eval(t, `document.getElementById('voipgw-stun').value = ''; document.getElementById('voipgw-sip-echo').value = '';
+			document.getElementById('voipgw-diagnose').click(); true`, nil)
+		b.waitFor(t, "the usage message", "/name at least one check/.test(document.getElementById('voipgw-diagnose-result').innerText)", 15*time.Second)
 	})
 
 	t.Run("problems are red", func(t *testing.T) {

@@ -183,6 +183,9 @@ return view.extend({
 						out.replaceChildren(E('em', { 'class': 'spinning' }, _('Running the self-tests…')));
 						return callDiagnose(stun.value, echo.value).then(function(res) {
 							out.replaceChildren(renderDiagnose(res));
+						}).catch(function(e) {
+							// e.g. a session without the ACL's write grant
+							out.replaceChildren(E('p', { 'style': 'color:#c00' }, _('Diagnose failed: %s').format(e.message)));
 						});
 					})
 				}, _('Diagnose')) ]),
