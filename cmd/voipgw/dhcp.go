@@ -7,8 +7,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/voipgw/voipgw/config"
 	"github.com/voipgw/voipgw/dhcpd"
@@ -103,7 +105,18 @@ func printDHCPStatus(out io.Writer, value any) {
 		if p.Static {
 			static = " (static)"
 		}
-		fmt.Fprintf(tw, "  %s\t%s%s\t%s\t%s\t%s\n", p.MAC, p.IP, static, p.Hostname, p.Vendor, p.ExpiresIn)
+		fmt.Fprintf(tw, "  %s\t%s%s\t%s\t%s\t%s\n", p.MAC, p.IP, static, printable(p.Hostname), printable(p.Vendor), p.ExpiresIn)
 	}
 	tw.Flush()
+}
+
+// printable keeps what a phone sent (hostname, vendor class) from reaching the
+// admin's terminal as control sequences.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsPrint(r) {
+			return r
+		}
+		return '?'
+	}, s)
 }

@@ -33,6 +33,10 @@ import (
 
 const luciApp = "../../openwrt/luci-app-voipgw"
 
+// phone1Hostname is markup: a phone chooses its DHCP hostname, and the status page
+// must show it as text.
+const phone1Hostname = "<b>t54w</b>"
+
 // luciLab is a lab gateway with everything the status page shows.
 func luciLab(t *testing.T) (*lab.Lab, *gwCmd) {
 	t.Helper()
@@ -77,7 +81,7 @@ config host 'reception'
 		return strings.Contains(d.Log(), "component started\" component=dhcp") && strings.Contains(d.Log(), "component started\" component=dns")
 	})
 	if _, err := lab.DHCPLease(l.Phone1, "eth0", 3*time.Second,
-		dhcpv4.WithOption(dhcpv4.OptClassIdentifier("yealink SIP-T54W")), dhcpv4.WithOption(dhcpv4.OptHostName("t54w"))); err != nil {
+		dhcpv4.WithOption(dhcpv4.OptClassIdentifier("yealink SIP-T54W")), dhcpv4.WithOption(dhcpv4.OptHostName(phone1Hostname))); err != nil {
 		t.Fatalf("phone1 lease: %v\n%s", err, d.Log())
 	}
 	if _, err := lab.DHCPLease(l.Phone2, "eth0", 3*time.Second, dhcpv4.WithOption(dhcpv4.OptClassIdentifier("Gigaset N670 IP PRO"))); err != nil {
@@ -424,7 +428,7 @@ func TestLuCIInBrowser(t *testing.T) {
 		for _, c := range []struct{ what, in, want string }{
 			{"phone1's MAC", page.Phones, mac1.String()},
 			{"phone1's vendor", page.Phones, "yealink"},
-			{"phone1's hostname", page.Phones, "t54w"},
+			{"phone1's hostname, as text", page.Phones, phone1Hostname},
 			{"phone2's MAC", page.Phones, mac2.String()},
 			{"phone2's static lease", page.Phones, "192.0.2.50 (static)"},
 			{"phone2's vendor", page.Phones, "gigaset"},
@@ -441,6 +445,11 @@ func TestLuCIInBrowser(t *testing.T) {
 			if !strings.Contains(c.in, c.want) {
 				t.Errorf("status page lacks %s (%q) in:\n%s", c.what, c.want, c.in)
 			}
+		}
+		var markup int
+		b.eval(t, "document.querySelectorAll('#voipgw-status b').length", &markup)
+		if markup != 0 {
+			t.Errorf("a phone's hostname was rendered as HTML (%d <b> elements)", markup)
 		}
 		if page.MappingRows != 2 || page.ScannerItems != 1 {
 			t.Errorf("%d mapping rows, %d scanners; want 2 and 1", page.MappingRows, page.ScannerItems)

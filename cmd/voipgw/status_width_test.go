@@ -49,3 +49,11 @@ func TestFoldLines(t *testing.T) {
 		})
 	}
 }
+
+func TestPrintable(t *testing.T) {
+	for in, want := range map[string]string{"t54w": "t54w", "a\x1b[2Jb": "a?[2Jb", "Gigaset N670": "Gigaset N670", "x\ny\tz": "x?y?z"} {
+		if got := printable(in); got != want {
+			t.Errorf("printable(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -35,12 +35,19 @@
 		append(n, children);
 		return n;
 	}
+	// As LuCI's dom.append: an array's strings become text nodes, a lone string
+	// child becomes innerHTML (so a view that passes data alone is caught).
 	function append(n, c) {
 		if (c == null || c === '') return;
-		if (Array.isArray(c)) { c.forEach(function(x) { append(n, x); }); return; }
+		if (Array.isArray(c)) {
+			c.forEach(function(x) {
+				if (x instanceof Node) n.appendChild(x);
+				else if (x != null) n.appendChild(document.createTextNode(String(x)));
+			});
+			return;
+		}
 		if (c instanceof Node) { n.appendChild(c); return; }
-		if (typeof c == 'string' && /^<|<code>/.test(c)) { n.insertAdjacentHTML('beforeend', c); return; }
-		n.appendChild(document.createTextNode(String(c)));
+		n.innerHTML = String(c);
 	}
 	window.E = E;
 

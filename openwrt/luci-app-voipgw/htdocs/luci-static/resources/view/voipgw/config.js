@@ -72,7 +72,7 @@ function clearIssues(fields) {
 }
 
 function notify(title, text, cls) {
-	var n = ui.addNotification(title, E('p', { 'class': cls == 'danger' ? 'voipgw-error' : '' }, text), cls);
+	var n = ui.addNotification(title, E('p', { 'class': cls == 'danger' ? 'voipgw-error' : '' }, [ text ]), cls); // text: never HTML
 	if (n && n.classList)
 		n.classList.add('voipgw-validate');
 }

@@ -6,6 +6,9 @@
 
 // The status page: `voipgw status --json` through rpcd, refreshed every 5 s, and
 // the STUN / SIP-ALG self-tests of `voipgw diagnose --json`.
+//
+// Data goes into E() inside arrays: LuCI's E() sets a lone string child as
+// innerHTML, and hostnames and vendors come from the phones' DHCP requests.
 
 var callStatus = rpc.declare({
 	object: 'voipgw',
@@ -34,16 +37,16 @@ var counterNames = [
 
 function table(id, head, rows, empty) {
 	if (!rows.length)
-		return E('p', { 'id': id, 'class': 'voipgw-empty' }, E('em', empty));
+		return E('p', { 'id': id, 'class': 'voipgw-empty' }, E('em', [ empty ]));
 	return E('table', { 'id': id, 'class': 'table' }, [
-		E('tr', { 'class': 'tr table-titles' }, head.map(function(h) { return E('th', { 'class': 'th' }, h); }))
+		E('tr', { 'class': 'tr table-titles' }, head.map(function(h) { return E('th', { 'class': 'th' }, [ h ]); }))
 	].concat(rows.map(function(r) {
-		return E('tr', { 'class': 'tr' }, r.map(function(c) { return E('td', { 'class': 'td' }, c); }));
+		return E('tr', { 'class': 'tr' }, r.map(function(c) { return E('td', { 'class': 'td' }, [ c ]); }));
 	})));
 }
 
 function section(title, children) {
-	return E('div', { 'class': 'cbi-section' }, [ E('h3', title) ].concat(children));
+	return E('div', { 'class': 'cbi-section' }, [ E('h3', [ title ]) ].concat(children));
 }
 
 function seconds(ns) {
@@ -60,7 +63,7 @@ function renderStatus(st) {
 	var problems = st.problems || [];
 	nodes.push(E('div', { 'id': 'voipgw-problems', 'class': problems.length ? 'alert-message error' : 'alert-message success',
 		'style': problems.length ? 'color:#fff;background:#c00' : '' },
-		problems.length ? [ E('strong', _('Problems')), E('ul', problems.map(function(p) { return E('li', p); })) ]
+		problems.length ? [ E('strong', _('Problems')), E('ul', problems.map(function(p) { return E('li', [ p ]); })) ]
 			: E('strong', _('OK: no problems'))));
 
 	nodes.push(section(_('VoIP network'), table('voipgw-interface', [ _('Interface'), _('State'), _('Addresses'), _('Forwarding') ],
@@ -109,7 +112,7 @@ function renderStatus(st) {
 				return [ c[1], E('span', { 'style': hot ? 'font-weight:bold' : '' }, String(v.packets)), String(v.bytes) ];
 			}), f.present ? _('No counters') : _('Table inet %s is not installed').format(f.table || 'voipgw')),
 		E('p', _('Scanners blocked now: %d').format((st.scanners || []).length)),
-		E('ul', { 'id': 'voipgw-scanners' }, (st.scanners || []).map(function(s) { return E('li', s); }))
+		E('ul', { 'id': 'voipgw-scanners' }, (st.scanners || []).map(function(s) { return E('li', [ s ]); }))
 	]));
 
 	var sip = feat.sip, sipRows = [];
@@ -140,18 +143,18 @@ function renderStatus(st) {
 			: E('p', { 'style': 'color:#c00' }, _('Not running (start voipgw run)'))));
 	}
 
-	nodes.push(E('p', { 'class': 'voipgw-footer' }, _('Table inet %s: %d chains, %d rules, config %s').format(
-		f.table || '?', f.chains || 0, f.rules || 0, f.config_hash || '-')));
+	nodes.push(E('p', { 'class': 'voipgw-footer' }, [ _('Table inet %s: %d chains, %d rules, config %s').format(
+		f.table || '?', f.chains || 0, f.rules || 0, f.config_hash || '-') ]));
 	return E('div', { 'id': 'voipgw-status' }, nodes);
 }
 
 function renderDiagnose(res) {
 	if (res.error)
-		return E('p', { 'style': 'color:#c00' }, res.error);
+		return E('p', { 'style': 'color:#c00' }, [ res.error ]);
 	return E('div', (res.checks || []).map(function(c) {
 		return E('div', { 'class': 'voipgw-check' }, [
-			E('h4', { 'style': c.ok ? 'color:#080' : 'color:#c00' }, (c.ok ? '✔ ' : '✘ ') + c.check + ' ' + c.target),
-			E('pre', (c.output || []).join('\n') + (c.error ? '\n' + c.error : ''))
+			E('h4', { 'style': c.ok ? 'color:#080' : 'color:#c00' }, [ (c.ok ? '✔ ' : '✘ ') + c.check + ' ' + c.target ]),
+			E('pre', [ (c.output || []).join('\n') + (c.error ? '\n' + c.error : '') ])
 		]);
 	}));
 }
@@ -185,7 +188,7 @@ return view.extend({
 							out.replaceChildren(renderDiagnose(res));
 						}).catch(function(e) {
 							// e.g. a session without the ACL's write grant
-							out.replaceChildren(E('p', { 'style': 'color:#c00' }, _('Diagnose failed: %s').format(e.message)));
+							out.replaceChildren(E('p', { 'style': 'color:#c00' }, [ _('Diagnose failed: %s').format(e.message) ]));
 						});
 					})
 				}, _('Diagnose')) ]),
