@@ -66,7 +66,7 @@ func startBrowser(t *testing.T) *browser {
 	bin := chromiumPath(t)
 	profile := t.TempDir()
 	cmd := exec.Command(bin, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-		"--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-extensions",
+		"--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-extensions", "--disable-dev-shm-usage",
 		"--hide-scrollbars", "--font-render-hinting=none", "--user-data-dir="+profile, "--remote-debugging-port=0", "about:blank")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // its zygote and renderers go with it
 	stderr, err := cmd.StderrPipe()

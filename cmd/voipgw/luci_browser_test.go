@@ -233,7 +233,7 @@ func (r *rpcdStandin) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		var res map[string]any
 		if err := json.Unmarshal(out, &res); err != nil {
 			r.t.Errorf("plugin call %s printed no JSON object: %v\n%s", method, err, out)
-			reply([]any{7}, "", 0) // UBUS_STATUS_NO_DATA
+			reply([]any{5}, "", 0) // UBUS_STATUS_NO_DATA
 			return
 		}
 		reply([]any{0, res}, "", 0)

@@ -72,10 +72,19 @@
 					headers: { 'Content-Type': 'application/json' },
 					body: JSON.stringify({ jsonrpc: '2.0', id: rpcID++, method: 'call', params: [ 'standin-session', d.object, d.method, args ] })
 				}).then(function(r) { return r.json(); }).then(function(r) {
-					if (r.error) throw new Error('RPC error: ' + r.error.message);
-					var code = r.result[0], data = r.result[1];
-					if (code != 0) throw new Error('RPC call to ' + d.object + '/' + d.method + ' failed with ubus code ' + code);
-					return data;
+					// As rpc.js documents it: a JSON-RPC error rejects; a non-zero ubus
+					// status rejects only with reject: true, else it is the result;
+					// expect's one key selects the value and gives the default.
+					if (r.error) throw new Error('RPC call to ' + d.object + '/' + d.method + ' failed with error ' + r.error.code + ': ' + r.error.message);
+					var code = r.result[0];
+					if (d.reject && code !== 0) throw new Error('RPC call to ' + d.object + '/' + d.method + ' failed with ubus code ' + code);
+					var ret = r.result.length > 1 ? r.result[1] : code;
+					for (var key in (d.expect || {})) {
+						if (ret != null && key != '') ret = ret[key];
+						if (ret == null || Object.prototype.toString.call(ret) != Object.prototype.toString.call(d.expect[key])) ret = d.expect[key];
+						break;
+					}
+					return ret;
 				});
 			};
 		}
@@ -85,8 +94,8 @@
 	var ucis = {
 		state: {}, order: {}, changed: {},
 		load: function(conf) {
-			return rpc.declare({ object: 'uci', method: 'get', params: [ 'config' ] })(conf).then(function(r) {
-				ucis.state[conf] = r.values || {};
+			return rpc.declare({ object: 'uci', method: 'get', params: [ 'config' ], expect: { values: {} }, reject: true })(conf).then(function(values) {
+				ucis.state[conf] = values;
 				ucis.changed[conf] = {};
 			});
 		},
@@ -121,7 +130,7 @@
 			// The stand-in writes the whole package back in one call (LuCI stages
 			// per-option add/set/delete in the session and applies with rollback).
 			var calls = Object.keys(ucis.state).filter(function(c) { return Object.keys(ucis.changed[c]).length; }).map(function(c) {
-				return rpc.declare({ object: 'uci', method: 'standin_replace', params: [ 'config', 'values' ] })(c, ucis.state[c]);
+				return rpc.declare({ object: 'uci', method: 'standin_replace', params: [ 'config', 'values' ], reject: true })(c, ucis.state[c]);
 			});
 			return Promise.all(calls);
 		}

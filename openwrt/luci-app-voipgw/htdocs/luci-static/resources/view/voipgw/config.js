@@ -15,7 +15,8 @@ var callValidate = rpc.declare({
 	object: 'voipgw',
 	method: 'validate',
 	params: [ 'config' ],
-	expect: { }
+	expect: { '': {} },
+	reject: true // a failed call rejects (and nothing is saved) instead of resolving to its status code
 });
 
 var profiles = [
@@ -245,15 +246,16 @@ return view.extend({
 		return this.map.save(function() {
 			return callValidate(uciText()).then(function(res) {
 				showIssues(res);
-				if (!res.valid) {
+				if (res.valid !== true) {
 					byValidator = true;
-					return Promise.reject(new Error((res.errors[0] || {}).text || 'invalid'));
+					return Promise.reject(new Error(((res.errors || [])[0] || {}).text || 'invalid'));
 				}
 			});
 		}, true).catch(function(e) {
 			if (!byValidator) {
+				// older LuCI rejects parse errors with no value
 				clearIssues(false);
-				notify(_('The configuration was not saved'), e.message, 'danger');
+				notify(_('The configuration was not saved'), (e && e.message) || _('Some fields are invalid, cannot save values!'), 'danger');
 			}
 			return Promise.reject(e);
 		});

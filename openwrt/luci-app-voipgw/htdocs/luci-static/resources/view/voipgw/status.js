@@ -10,17 +10,21 @@
 // Data goes into E() inside arrays: LuCI's E() sets a lone string child as
 // innerHTML, and hostnames and vendors come from the phones' DHCP requests.
 
+// reject: a failed call (ubus status other than 0, e.g. no JSON from the plugin)
+// rejects instead of resolving to the numeric status.
 var callStatus = rpc.declare({
 	object: 'voipgw',
 	method: 'status',
-	expect: { }
+	expect: { '': {} },
+	reject: true
 });
 
 var callDiagnose = rpc.declare({
 	object: 'voipgw',
 	method: 'diagnose',
 	params: [ 'stun', 'sip_echo' ],
-	expect: { }
+	expect: { '': {} },
+	reject: true
 });
 
 var counterNames = [
@@ -61,6 +65,8 @@ function renderStatus(st) {
 	var nodes = [];
 
 	var problems = st.problems || [];
+	if (!st.firewall)
+		problems = [ _('voipgw status returned no usable data (is /usr/sbin/voipgw installed?)') ];
 	nodes.push(E('div', { 'id': 'voipgw-problems', 'class': problems.length ? 'alert-message error' : 'alert-message success',
 		'style': problems.length ? 'color:#fff;background:#c00' : '' },
 		problems.length ? [ E('strong', _('Problems')), E('ul', problems.map(function(p) { return E('li', [ p ]); })) ]
