@@ -170,6 +170,9 @@ return view.extend({
 		o = s.option(form.Value, 'timeout', _('Mapping timeout (s)'));
 		o.datatype = 'uinteger';
 		o.placeholder = '300';
+		o = s.option(form.Value, 'remap_port', _('Ports for remapped phones'),
+			_('FIRST-LAST: external ports of a phone whose own port another phone\'s mapping holds'));
+		o.placeholder = '20000-23999';
 
 		s = m.section(form.NamedSection, 'scan', 'scan', _('Port-scan detection'));
 		s.addremove = true;
