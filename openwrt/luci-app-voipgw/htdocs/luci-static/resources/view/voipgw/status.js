@@ -4,7 +4,7 @@
 'require poll';
 'require ui';
 
-// The status page: `voipgw status --json` through rpcd, refreshed every 5 s, and
+// The status page: `voipgw status --json` through rpcd, refreshed every 10 s, and
 // the STUN / SIP-ALG self-tests of `voipgw diagnose --json`.
 //
 // Data goes into E() inside arrays: LuCI's E() sets a lone string child as
@@ -176,7 +176,7 @@ return view.extend({
 			return callStatus().then(function(s) {
 				box.replaceChildren(renderStatus(s));
 			});
-		}, 5);
+		}, 10); // status dumps conntrack (SIP helper check): not every 5 s on a small router
 
 		var stun = E('input', { 'id': 'voipgw-stun', 'class': 'cbi-input-text', 'placeholder': 'stun.example.net:3478' });
 		var echo = E('input', { 'id': 'voipgw-sip-echo', 'class': 'cbi-input-text', 'placeholder': 'echo.example.net:5060' });
