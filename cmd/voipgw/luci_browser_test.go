@@ -470,6 +470,14 @@ func TestLuCIInBrowser(t *testing.T) {
 		}
 		checkPNG(t, b.screenshot(t, width), "status-diagnose.png", width, 800)
 
+		// The targets are remembered in the browser for the next visit.
+		b.navigate(t, base+"/?view=voipgw/status")
+		var kept string
+		b.eval(t, "document.getElementById('voipgw-stun').value", &kept)
+		if kept != ap(lab.Platform, lab.STUNPorts[0]).String() {
+			t.Errorf("STUN target after a reload: %q", kept)
+		}
+
 		// Nothing typed in: the plugin answers with the CLI's usage message, shown in red.
 		b.eval(t, `document.getElementById('voipgw-stun').value = ''; document.getElementById('voipgw-sip-echo').value = '';
 			document.getElementById('voipgw-diagnose').click(); true`, nil)

@@ -178,8 +178,11 @@ return view.extend({
 			});
 		}, 10); // status dumps conntrack (SIP helper check): not every 5 s on a small router
 
-		var stun = E('input', { 'id': 'voipgw-stun', 'class': 'cbi-input-text', 'placeholder': 'stun.example.net:3478' });
-		var echo = E('input', { 'id': 'voipgw-sip-echo', 'class': 'cbi-input-text', 'placeholder': 'echo.example.net:5060' });
+		// The targets are remembered in this browser (not in the router's config).
+		var remembered = function(k) { try { return window.localStorage.getItem('voipgw.' + k) || ''; } catch (e) { return ''; } };
+		var remember = function(k, v) { try { window.localStorage.setItem('voipgw.' + k, v); } catch (e) {} };
+		var stun = E('input', { 'id': 'voipgw-stun', 'class': 'cbi-input-text', 'placeholder': 'stun.example.net:3478', 'value': remembered('stun') });
+		var echo = E('input', { 'id': 'voipgw-sip-echo', 'class': 'cbi-input-text', 'placeholder': 'echo.example.net:5060', 'value': remembered('sip_echo') });
 		var out = E('div', { 'id': 'voipgw-diagnose-result' });
 		var diag = E('div', { 'class': 'cbi-section' }, [
 			E('h3', _('Diagnose')),
@@ -189,6 +192,8 @@ return view.extend({
 					'id': 'voipgw-diagnose',
 					'class': 'cbi-button cbi-button-action',
 					'click': ui.createHandlerFn(this, function() {
+						remember('stun', stun.value.trim());
+						remember('sip_echo', echo.value.trim());
 						out.replaceChildren(E('em', { 'class': 'spinning' }, _('Running the self-tests…')));
 						return callDiagnose(stun.value, echo.value).then(function(res) {
 							out.replaceChildren(renderDiagnose(res));
