@@ -221,7 +221,8 @@ func addFullCone(t *Table, s Spec) {
 	// Learning, in voip_out (forward, before source NAT: the phone's endpoint is still
 	// in the headers): a base chain of its own would cost every packet the router
 	// sends a hook traversal (see BENCHMARKS.md). Router-sent packets from a phone's
-	// address (the keep-alive helper's) refresh the mapping in the output hook.
+	// address (the keep-alive helper's) refresh the mapping in the output hook, where
+	// the router's own new flows from a VoIP address are mapped too.
 	phones := addrInPrefix(addrField{}, s.Subnet4, false)
 	phones6 := addrInPrefix(addrField{v6: true}, s.Subnet6, false)
 	refresh := func(pre ...Stmt) []Rule {
@@ -234,10 +235,14 @@ func addFullCone(t *Table, s Spec) {
 		}
 		return rs
 	}
-	learn := refresh()
+	learn, output := refresh(), refresh(oifname(wan, false))
 	if n.WANAddr.Is4() {
-		// One rule on the hot path; the choice itself only for a new endpoint.
-		learn = append(learn, rules(phones, ports, ctState(false, expr.CtStateBitNEW), endpointIn(true, SetNATEps4, ports.Text == ""), jump(ChainNATClaim)))
+		// One rule on the hot path; the choice itself only for a new endpoint. The
+		// router's own flows from a VoIP address (voipgw diagnose from the gateway
+		// address) are mapped like a phone's.
+		toClaim := []Stmt{phones, ports, ctState(false, expr.CtStateBitNEW), endpointIn(true, SetNATEps4, ports.Text == ""), jump(ChainNATClaim)}
+		learn = append(learn, rules(toClaim...))
+		output = append(output, rules(append([]Stmt{oifname(wan, false)}, toClaim...)...))
 		claim := []Rule{rule(metaNfproto(false), udpSportNotIn(SetNATHeld4), claimOwnPort(), ret())}
 		for range remapTries {
 			claim = append(claim, rule(udpIPv4(), claimRemapPort(n.Remap.First, uint32(n.Remap.Last-n.Remap.First)+1), ret()))
@@ -246,8 +251,8 @@ func addFullCone(t *Table, s Spec) {
 		t.Chains = append(t.Chains, &Chain{Name: ChainNATClaim, Comment: "full cone: choose a new endpoint's external port", Rules: claim})
 	}
 	insertAfter(t, "voip_out", oifname(wan, true).Text+" "+counterName(CounterLAN).Text+" drop", learn)
-	t.Chains = append(t.Chains, &Chain{Name: ChainNATOutput, Comment: "full cone: keep-alives sent from a phone's address refresh its mapping",
-		Hook: filterHook(nftables.ChainHookOutput, "output", 0, "filter"), Rules: refresh(oifname(wan, false))})
+	t.Chains = append(t.Chains, &Chain{Name: ChainNATOutput, Comment: "full cone: the router's packets from a VoIP address (keep-alives, self-tests)",
+		Hook: filterHook(nftables.ChainHookOutput, "output", 0, "filter"), Rules: output})
 
 	// voip_in: what came in through a mapping (dnat) or a pinhole is accepted, counted.
 	if vin := chainByName(t, "voip_in"); vin != nil && len(vin.Rules) > 0 {

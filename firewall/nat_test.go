@@ -83,7 +83,7 @@ func TestBuildNAT(t *testing.T) {
 				t.Fatalf("voip_out has %d learning rules, want 4:\n%s", len(lr), strings.Join(out, "\n"))
 			}
 			lr = slices.Delete(lr, 2, 3) // the pinhole
-			if got := chainRules(t, tbl, ChainNATOutput); len(got) != 3 || !strings.HasPrefix(got[0], `oifname "wan0" `+lr[0]) {
+			if got := chainRules(t, tbl, ChainNATOutput); len(got) != 4 || !strings.HasPrefix(got[0], `oifname "wan0" `+lr[0]) || got[3] != `oifname "wan0" `+lr[2] {
 				t.Errorf("nat_output must refresh mappings of router-sent packets from a phone's address:\n%s", strings.Join(got, "\n"))
 			}
 			for i, want := range []string{"ct direction original ct status snat", "ct direction reply ct status dnat"} {
