@@ -20,11 +20,12 @@ import (
 )
 
 var (
-	dur        = flag.Duration("dur", 2*time.Second, "forward: measuring time of one variant in one round")
-	bigN       = flag.Int("entries", 100000, "forward: allowlist entries of the large table")
-	linearN    = flag.Int("linear", 100000, "forward: rules of the linear chain (0: skip it)")
-	payloadLen = flag.Int("payload", 64, "forward: UDP payload bytes")
-	ablate     = flag.Bool("ablate", false, "forward: also measure the voipgw table with parts removed (what its per-packet cost is made of)")
+	dur         = flag.Duration("dur", 2*time.Second, "forward: measuring time of one variant in one round")
+	bigN        = flag.Int("entries", 100000, "forward: allowlist entries of the large table")
+	linearN     = flag.Int("linear", 100000, "forward: rules of the linear chain (0: skip it)")
+	payloadLen  = flag.Int("payload", 64, "forward: UDP payload bytes")
+	baselineBin = flag.String("baseline", "", "a second voipgw binary (the one before a change) measured in the same rounds")
+	ablate      = flag.Bool("ablate", false, "forward: also measure the voipgw table with parts removed (what its per-packet cost is made of)")
 )
 
 var target = netip.AddrPortFrom(lab.SBC, targetPort)
@@ -71,6 +72,18 @@ func benchForward(e *env) error {
 		{name: "masquerade only", family: "ip", table: "bench_masq"},
 		{name: "voipgw, 10 entries", family: "inet", table: "voipgw"},
 		{name: fmt.Sprintf("voipgw, %d entries", *bigN), family: "inet", table: "vgbig"},
+	}
+	if *baselineBin != "" {
+		// The table of the voipgw before a change, for the same 10-entry config, in the
+		// same rounds: its render, loaded with nft under another name.
+		out, err := e.l.GW.Run(*baselineBin, "render", "--no-resolve", "--config", small, "--state-dir", small+".state")
+		if err != nil {
+			return fmt.Errorf("baseline render: %v\n%s", err, out)
+		}
+		if err := e.nft(strings.Replace(out, "table inet voipgw {", "table inet vgbase {", 1)); err != nil {
+			return fmt.Errorf("baseline table: %w", err)
+		}
+		vs = append(vs, &variant{name: "baseline voipgw, 10 entries", family: "inet", table: "vgbase"})
 	}
 	if *linearN > 0 {
 		// The chain a user would write instead: one rule per destination and port,
@@ -135,6 +148,10 @@ func benchForward(e *env) error {
 		fmt.Println(ratioLine(fmt.Sprintf("linear / voipgw(%d)", *bigN), &vs[3].pps, &vs[2].pps, "", 0))
 	}
 	for _, v := range vs[3:] {
+		if v.table == "vgbase" {
+			fmt.Println(ratioLine("baseline voipgw(10) / masquerade", &v.pps, &vs[0].pps, "", 0))
+			fmt.Println(ratioLine("voipgw(10) / baseline voipgw(10)", &vs[1].pps, &v.pps, ">=", 1))
+		}
 		if strings.HasPrefix(v.table, "vgab") {
 			fmt.Println(ratioLine(v.name+" / masq", &v.pps, &vs[0].pps, "", 0))
 		}
