@@ -226,9 +226,11 @@ func addFullCone(t *Table, s Spec) {
 	phones := addrInPrefix(addrField{}, s.Subnet4, false)
 	phones6 := addrInPrefix(addrField{v6: true}, s.Subnet6, false)
 	refresh := func(pre ...Stmt) []Rule {
-		rs := []Rule{
-			rules(append(pre, phones, ports, ctDirection(false), ctStatus(ctStatusSNAT, "snat"), refreshMappings(false, ports.Text == ""))...),
-			rules(append(pre, phones, ports, ctDirection(true), ctStatus(ctStatusDNAT, "dnat"), refreshMappings(true, ports.Text == ""))...),
+		var rs []Rule
+		if n.WANAddr.Is4() { // without the snat rule, no IPv4 mapping is made or kept
+			rs = append(rs,
+				rules(append(pre, phones, ports, ctDirection(false), ctStatus(ctStatusSNAT, "snat"), refreshMappings(false, ports.Text == ""))...),
+				rules(append(pre, phones, ports, ctDirection(true), ctStatus(ctStatusDNAT, "dnat"), refreshMappings(true, ports.Text == ""))...))
 		}
 		if v6 {
 			rs = append(rs, rules(append(pre, phones6, ports, updatePinhole6(SetPinhole6))...))

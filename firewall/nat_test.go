@@ -195,3 +195,24 @@ func TestNATAppliesAndListsBack(t *testing.T) {
 func TestNATRenderLoadsWithNft(t *testing.T) {
 	checkRenderLoads(t, "natnft", natSpec(true, config.PortSpan{First: 5060, Last: 5060}))
 }
+
+// Without a WAN address at apply there is no snat rule, so no IPv4 mapping may be
+// made or refreshed (it would not be the port the phone leaves on); IPv6 pinholes stay.
+func TestBuildNATWithoutWANAddress(t *testing.T) {
+	s := natSpec(true)
+	s.NAT.WANAddr = netip.Addr{}
+	tbl, err := Build(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []string{"voip_out", "postrouting", ChainNATOutput} {
+		for _, r := range chainRules(t, tbl, c) {
+			if strings.Contains(r, "@nat_out4") || strings.Contains(r, "@nat_eps4") {
+				t.Errorf("%s: %s", c, r)
+			}
+		}
+	}
+	if !slices.ContainsFunc(chainRules(t, tbl, "voip_out"), func(r string) bool { return strings.Contains(r, "@pinhole6") }) {
+		t.Errorf("voip_out lost the IPv6 pinholes")
+	}
+}
