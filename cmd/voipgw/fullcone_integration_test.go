@@ -244,6 +244,16 @@ func TestFullConeManyPhonesInLab(t *testing.T) {
 	if n < phones || conflicts != 0 {
 		t.Errorf("status: %d mappings, %d conflicts; want at least %d and none:\n%s", n, conflicts, phones, out)
 	}
+	// One phone kept its port, the others were remapped once each (their first packet).
+	var remapped, dropped int
+	for _, line := range strings.Split(out, "\n") {
+		if _, err := fmt.Sscanf(strings.TrimSpace(line), "remapped %d new endpoints (own port taken), %d packets dropped", &remapped, &dropped); err == nil {
+			break
+		}
+	}
+	if remapped != phones-1 {
+		t.Errorf("status: %d endpoints remapped (%d dropped), want %d:\n%s", remapped, dropped, phones-1, out)
+	}
 }
 
 // A mapping that expires (nat.timeout) frees its port for another endpoint.

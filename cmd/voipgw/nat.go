@@ -35,6 +35,10 @@ type natReport struct {
 	Filtering string             `json:"filtering"`
 	WAN       netip.Addr         `json:"wan_address,omitzero"`
 	Kernel    firewall.NATStatus `json:"kernel"`
+	// New endpoints given a remapped port, and first packets dropped because no
+	// free port was found (the table's counters).
+	Remapped  uint64 `json:"remapped"`
+	Exhausted uint64 `json:"exhausted"`
 }
 
 func natStatus(r *statusReport) (string, any, []string) {
@@ -42,7 +46,8 @@ func natStatus(r *statusReport) (string, any, []string) {
 	if err != nil || (!cfg.NAT.Enabled && !cfg.Keepalive.Enabled) || !r.Firewall.Present {
 		return "", nil, nil
 	}
-	rep := natReport{Filtering: cfg.NAT.Filtering, WAN: firewall.WANAddr4(cfg.WAN)}
+	rep := natReport{Filtering: cfg.NAT.Filtering, WAN: firewall.WANAddr4(cfg.WAN),
+		Remapped: r.Firewall.Counters[firewall.CounterNATRemapped].Packets, Exhausted: r.Firewall.Counters[firewall.CounterNATExhausted].Packets}
 	var problems []string
 	if rep.Kernel, err = firewall.ReadNAT(r.Firewall.Table); err != nil {
 		problems = append(problems, "nat: "+err.Error())
@@ -72,6 +77,7 @@ func printNATStatus(out io.Writer, v any) {
 		if len(k.Pinholes) > 0 {
 			fmt.Fprintf(out, "  pinholes6  %d\n", len(k.Pinholes))
 		}
+		fmt.Fprintf(out, "  remapped   %d new endpoints (own port taken), %d packets dropped: no free port\n", r.Remapped, r.Exhausted)
 	}
 	fmt.Fprintf(out, "  media flows with phone traffic in the last keep-alive interval  %d\n", k.MediaOut)
 }

@@ -36,7 +36,8 @@ var counterNames = [
 	[ 'scanners_detected', _('scanners detected') ],
 	[ 'scanners', _('packets dropped from scanners') ],
 	[ 'nat_inbound', _('NAT: inbound through a mapping') ],
-	[ 'nat_remapped', _('NAT: remapped (port taken)') ]
+	[ 'nat_remapped', _('NAT: remapped (port taken)') ],
+	[ 'nat_exhausted', _('NAT: dropped, no free port') ]
 ];
 
 function table(id, head, rows, empty) {
