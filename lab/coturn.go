@@ -38,15 +38,7 @@ type Coturn struct {
 	done         chan struct{} // closed when turnserver has exited
 	waitErr      error         // valid after done is closed
 	stopOnce     sync.Once
-	mu           sync.Mutex
-	log          strings.Builder
-}
-
-// Write collects turnserver's stdout and stderr.
-func (c *Coturn) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.log.Write(p)
+	log          SyncBuffer // turnserver's stdout and stderr
 }
 
 // StartCoturn starts turnserver on primary and alt (two addresses of the same
@@ -85,8 +77,8 @@ func (l *Lab) StartCoturn(primary, alt netip.Addr, port uint16) (*Coturn, error)
 		"--log-file", "stdout", "--simple-log", "-v", "--log-binding",
 		"--pidfile", filepath.Join(dir, "turnserver.pid"), "--userdb", filepath.Join(dir, "turndb"))
 	c.cmd.Dir = dir
-	c.cmd.Stdout = c
-	c.cmd.Stderr = c
+	c.cmd.Stdout = &c.log
+	c.cmd.Stderr = &c.log
 	if err := l.Inet.Do(c.cmd.Start); err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("start turnserver in %s: %w", l.Inet.Name, err)
@@ -155,8 +147,6 @@ func (c *Coturn) stop() {
 // Log is what turnserver printed so far (its log, -v with --log-binding: one
 // line per endpoint and per processed Binding request).
 func (c *Coturn) Log() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	return c.log.String()
 }
 

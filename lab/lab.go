@@ -1,12 +1,14 @@
 package lab
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 
 	"github.com/vishvananda/netlink"
 )
@@ -325,4 +327,23 @@ func (ns *NS) AddAddrs(addrs ...netip.Prefix) error {
 		}
 		return nil
 	})
+}
+
+// SyncBuffer collects a process's output (its Stdout and Stderr) while tests read
+// it: safe for concurrent writes and reads.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

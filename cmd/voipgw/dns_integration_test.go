@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -9,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,28 +21,17 @@ import (
 // daemon is `voipgw run` in the gateway namespace.
 type daemonProc struct {
 	cmd *exec.Cmd
-	mu  sync.Mutex
-	log bytes.Buffer
+	log lab.SyncBuffer
 }
 
-func (d *daemonProc) Write(p []byte) (int, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.log.Write(p)
-}
-
-func (d *daemonProc) Log() string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.log.String()
-}
+func (d *daemonProc) Log() string { return d.log.String() }
 
 // startDaemon starts `voipgw run`; it is stopped (SIGTERM) when the test ends.
 func startDaemon(t *testing.T, gw *gwCmd) *daemonProc {
 	t.Helper()
 	d := &daemonProc{}
 	d.cmd = exec.Command("ip", "netns", "exec", gw.l.GW.Name, voipgwBin, "run", "--config", gw.config, "--state-dir", gw.stateDir)
-	d.cmd.Stdout, d.cmd.Stderr = d, d
+	d.cmd.Stdout, d.cmd.Stderr = &d.log, &d.log
 	if err := d.cmd.Start(); err != nil {
 		t.Fatalf("start voipgw run: %v", err)
 	}

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -25,25 +24,8 @@ type notifyDaemon struct {
 	cmd    *exec.Cmd
 	notify *net.UnixConn
 	msgs   chan string
-	log    *syncBuffer
+	log    *lab.SyncBuffer
 	exited chan error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // notifyWait bounds every wait for the daemon; reaching it is a failure, not a measurement.
@@ -56,7 +38,7 @@ func startNotifyDaemon(t *testing.T, ns *lab.NS, config, stateDir string, env ..
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &notifyDaemon{t: t, notify: conn, msgs: make(chan string, 256), log: &syncBuffer{}, exited: make(chan error, 1)}
+	d := &notifyDaemon{t: t, notify: conn, msgs: make(chan string, 256), log: &lab.SyncBuffer{}, exited: make(chan error, 1)}
 	go func() {
 		buf := make([]byte, 4096)
 		for {
