@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"errors"
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
@@ -16,6 +17,11 @@ func WANAddr4(dev string) netip.Addr {
 		return netip.Addr{}
 	}
 	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
+	for try := 0; errors.Is(err, netlink.ErrDumpInterrupted) && try < 5; try++ {
+		// The address table changed during the dump (netifd at work): ask again,
+		// or the full cone would be left out until the next apply.
+		addrs, err = netlink.AddrList(link, netlink.FAMILY_V4)
+	}
 	if err != nil {
 		return netip.Addr{}
 	}

@@ -89,7 +89,7 @@ func setSysctl(key, value string) error {
 // identity, master; their addresses except IPv6 link-local (the kernel
 // regenerates those); the sysctls voipgw sets or uses; the bridge vlan table.
 func snapshot() ([]string, error) {
-	links, err := netlink.LinkList()
+	links, err := retryDump(netlink.LinkList)
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}
@@ -108,7 +108,7 @@ func snapshot() ([]string, error) {
 			line += " master=" + names[a.MasterIndex]
 		}
 		out = append(out, line)
-		addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)
+		addrs, err := retryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, netlink.FAMILY_ALL) })
 		if err != nil {
 			return nil, fmt.Errorf("list addresses of %s: %w", a.Name, err)
 		}
@@ -132,7 +132,7 @@ func snapshot() ([]string, error) {
 		v, err := readSysctl(k)
 		out = append(out, fmt.Sprintf("sysctl %s=%s%v", k, v, errOrEmpty(err)))
 	}
-	vlans, err := netlink.BridgeVlanList()
+	vlans, err := retryDump(netlink.BridgeVlanList)
 	if err != nil {
 		return nil, fmt.Errorf("list bridge vlans: %w", err)
 	}
