@@ -4,17 +4,25 @@ import (
 	"flag"
 	"fmt"
 	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/voipgw/voipgw/lab"
 )
 
-var applyRounds = flag.Int("apply-rounds", 21, "apply: rounds (each runs voipgw apply and nft -f once)")
+var (
+	applyRounds = flag.Int("apply-rounds", 21, "apply: rounds of the 1 000-entry comparisons (each runs every variant once)")
+	applyBigN   = flag.Int("apply-big", 100000, "apply: entries of the large config (0: skip it)")
+	applyBigRds = flag.Int("apply-big-rounds", 5, "apply: rounds of the large config")
+	// -baseline (forward.go) names the old binary; apply measures it in the same rounds too.
+)
 
 // The example config (openwrt/voipgw.config) on the lab's devices: its profiles
 // without host names (yealink's are names: they would make apply resolve), its scan
-// section, and 1 000 literal allowlist entries.
-func applyConfig(n int) string {
+// section, n literal allowlist entries and extra (one more allow section).
+func applyConfig(n int, extra string) string {
 	sec, _ := entries(n)
 	return lab.Config(noNameProfiles + `
 config profile
@@ -26,72 +34,187 @@ config scan 'scan'
 	option threshold '10'
 	option window '3'
 	option timeout '3600'
-` + sec)
+` + sec + extra)
+}
+
+// oneEntry is an allow section with one literal entry; the "one entry changed"
+// rounds alternate two of them (203.0.113.11 is odd: no entry of entries() has it).
+func oneEntry(port int) string {
+	return fmt.Sprintf("\nconfig allow\n\toption name 'one'\n\tlist dest '203.0.113.11'\n\tlist port 'udp/%d'\n", port)
+}
+
+// runResult is one process run: wall time and peak RSS (the kernel's ru_maxrss).
+type runResult struct {
+	ms      float64
+	maxRSSK float64
+}
+
+// run runs a command in the gateway namespace and measures it.
+func (e *env) run(name string, args ...string) (runResult, error) {
+	var r runResult
+	err := e.l.GW.Do(func() error {
+		cmd := exec.Command(name, args...)
+		t0 := time.Now()
+		out, err := cmd.CombinedOutput()
+		r.ms = float64(time.Since(t0).Microseconds()) / 1000
+		if err != nil {
+			return fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+		}
+		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+			r.maxRSSK = float64(ru.Maxrss)
+		}
+		return nil
+	})
+	return r, err
+}
+
+// applyVariant is one command measured in the rounds.
+type applyVariant struct {
+	name   string
+	cmd    func(cfg string) (string, []string) // program and arguments for the round's config
+	t, rss series
 }
 
 func benchApply(e *env) error {
+	bins := []struct{ name, path string }{{"voipgw apply", *voipgwBin}}
+	if *baselineBin != "" {
+		abs, err := filepath.Abs(*baselineBin)
+		if err != nil {
+			return err
+		}
+		bins = append(bins, struct{ name, path string }{"baseline apply", abs})
+	}
+	// Each binary keeps its own state dir: apply records what it set up.
+	applyOf := func(path string) func(string) (string, []string) {
+		return func(cfg string) (string, []string) {
+			return path, []string{"apply", "--config", cfg, "--state-dir", cfg + "." + filepath.Base(filepath.Dir(path)) + ".state"}
+		}
+	}
+	variants := func(nftFiles map[string]string) []*applyVariant {
+		var vs []*applyVariant
+		for _, b := range bins {
+			vs = append(vs, &applyVariant{name: b.name, cmd: applyOf(b.path)})
+		}
+		// nft -f replaces the table as the old apply did: create (if absent), delete, load, in one file.
+		vs = append(vs, &applyVariant{name: "nft -f rendered table", cmd: func(cfg string) (string, []string) { return "nft", []string{"-f", nftFiles[cfg]} }})
+		return vs
+	}
+	prepare := func(name, content string, nftFiles map[string]string) (string, error) {
+		cfg, err := e.write(name, content)
+		if err != nil {
+			return "", err
+		}
+		rendered, err := e.voipgw(cfg, "render", "--no-resolve")
+		if err != nil {
+			return "", err
+		}
+		f, err := e.write(name+".nft", "table inet voipgw\ndelete table inet voipgw\n"+rendered)
+		nftFiles[cfg] = f
+		return cfg, err
+	}
+	// measure runs every variant once per round (order rotated), on cfgs[r % len(cfgs)].
+	// Unless fresh (the table deleted before each run), the measured program first
+	// brings the table to the previous config of the sequence itself (for one
+	// config: the same one), so what is measured is one step from its own state
+	// (the other programs' tables differ in their rules' user data).
+	measure := func(title string, rounds int, cfgs []string, vs []*applyVariant, fresh bool) error {
+		fmt.Printf("\napply: %s, %d rounds, alternating\n", title, rounds)
+		for r := range rounds {
+			for k := range vs {
+				v := vs[(r+k)%len(vs)]
+				cfg := cfgs[r%len(cfgs)]
+				if fresh {
+					if _, err := e.l.GW.Run("sh", "-c", "nft delete table inet voipgw 2>/dev/null || true"); err != nil {
+						return err
+					}
+				} else {
+					p, a := v.cmd(cfgs[(r+1)%len(cfgs)])
+					if _, err := e.run(p, a...); err != nil {
+						return err
+					}
+				}
+				p, a := v.cmd(cfg)
+				res, err := e.run(p, a...)
+				if err != nil {
+					return err
+				}
+				v.t.v = append(v.t.v, res.ms)
+				v.rss.v = append(v.rss.v, res.maxRSSK/1024)
+			}
+		}
+		for _, v := range vs {
+			v.t.name, v.t.unit = v.name, "ms"
+			fmt.Println(v.t.summary())
+		}
+		for _, v := range vs {
+			v.rss.name, v.rss.unit = v.name+" peak RSS", "MB"
+			fmt.Println(v.rss.summary())
+		}
+		nft := vs[len(vs)-1]
+		for _, v := range vs[:len(vs)-1] {
+			fmt.Println(ratioLine(v.name+" / nft -f", &v.t, &nft.t, "<=", 0.5))
+		}
+		if len(vs) == 3 {
+			fmt.Println(ratioLine("voipgw / baseline apply", &vs[0].t, &vs[1].t, "", 0))
+		}
+		return nil
+	}
+
 	const n = 1000
-	cfg, err := e.write("apply", applyConfig(n))
+	nftFiles := map[string]string{}
+	cfgA, err := prepare("apply-a", applyConfig(n, oneEntry(30001)), nftFiles)
 	if err != nil {
 		return err
 	}
-	if out, err := e.voipgw(cfg, "apply"); err != nil { // interface, sysctls: the rounds re-apply
-		return fmt.Errorf("first apply: %v\n%s", err, out)
-	}
-	rendered, err := e.voipgw(cfg, "render", "--no-resolve")
+	cfgB, err := prepare("apply-b", applyConfig(n, oneEntry(30003)), nftFiles)
 	if err != nil {
 		return err
 	}
-	// nft -f replaces the table as apply does: create (if absent), delete, load, in one file.
-	nftFile, err := e.write("rendered.nft", "table inet voipgw\ndelete table inet voipgw\n"+rendered)
-	if err != nil {
-		return err
+	for _, b := range bins { // interface, sysctls: the rounds re-apply
+		p, a := applyOf(b.path)(cfgA)
+		if _, err := e.run(p, a...); err != nil {
+			return fmt.Errorf("first apply: %w", err)
+		}
 	}
 	if n, err := e.setElements("voipgw", "allow4"); err == nil {
 		fmt.Printf("setup: %d elements in allow4\n", n)
 	}
-	timeIt := func(name string, args ...string) (float64, error) {
-		var d time.Duration
-		err := e.l.GW.Do(func() error {
-			t0 := time.Now()
-			out, err := exec.Command(name, args...).CombinedOutput()
-			d = time.Since(t0)
-			if err != nil {
-				return fmt.Errorf("%s: %v\n%s", name, err, out)
-			}
-			return nil
-		})
-		return float64(d.Microseconds()) / 1000, err
-	}
-	a := series{name: "voipgw apply", unit: "ms"}
-	b := series{name: "nft -f rendered table", unit: "ms"}
-	c := series{name: "voipgw render (no kernel)", unit: "ms"}
-	fmt.Printf("\napply: re-apply of the example config with %d literal entries (table present), %d rounds, alternating\n", n, *applyRounds)
-	for r := range *applyRounds {
-		ms, err := timeIt(*voipgwBin, "render", "--no-resolve", "--config", cfg)
+	render := series{name: "voipgw render (no kernel)", unit: "ms"}
+	for range 5 {
+		res, err := e.run(*voipgwBin, "render", "--no-resolve", "--config", cfgA)
 		if err != nil {
 			return err
 		}
-		c.v = append(c.v, ms)
-		for k := range 2 {
-			if (r+k)%2 == 0 {
-				ms, err := timeIt(*voipgwBin, "apply", "--config", cfg, "--state-dir", cfg+".state")
-				if err != nil {
-					return err
-				}
-				a.v = append(a.v, ms)
-			} else {
-				ms, err := timeIt("nft", "-f", nftFile)
-				if err != nil {
-					return err
-				}
-				b.v = append(b.v, ms)
-			}
-		}
+		render.v = append(render.v, res.ms)
 	}
-	fmt.Println(a.summary())
-	fmt.Println(b.summary())
-	fmt.Println(c.summary())
-	fmt.Println(ratioLine("voipgw apply / nft -f", &a, &b, "<=", 0.5))
-	return nil
+	fmt.Println(render.summary())
+	if err := measure(fmt.Sprintf("re-apply of an unchanged config, %d entries", n), *applyRounds, []string{cfgA}, variants(nftFiles), false); err != nil {
+		return err
+	}
+	if err := measure(fmt.Sprintf("apply with one entry changed (of %d; configs alternate)", n), *applyRounds, []string{cfgA, cfgB}, variants(nftFiles), false); err != nil {
+		return err
+	}
+	if *applyBigN <= 0 {
+		return nil
+	}
+
+	bigA, err := prepare("big-a", applyConfig(*applyBigN, oneEntry(30001)), nftFiles)
+	if err != nil {
+		return err
+	}
+	bigB, err := prepare("big-b", applyConfig(*applyBigN, oneEntry(30003)), nftFiles)
+	if err != nil {
+		return err
+	}
+	title := fmt.Sprintf("%d entries", *applyBigN)
+	if err := measure("first apply (no table), "+title, *applyBigRds, []string{bigA}, variants(nftFiles), true); err != nil {
+		return err
+	}
+	if n, err := e.setElements("voipgw", "allow4"); err == nil {
+		fmt.Printf("check: %d elements in allow4\n", n)
+	}
+	if err := measure("re-apply unchanged, "+title, *applyBigRds, []string{bigA}, variants(nftFiles), false); err != nil {
+		return err
+	}
+	return measure("one entry changed, "+title, *applyBigRds, []string{bigA, bigB}, variants(nftFiles), false)
 }
