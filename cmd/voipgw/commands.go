@@ -161,13 +161,14 @@ func applyConfig(ctx context.Context, o *options, log *slog.Logger) (*plan, erro
 	for _, c := range changes {
 		log.Info("network: " + c)
 	}
-	if err := firewall.Apply(p.table); err != nil {
+	fwChanges, err := firewall.Update(p.table)
+	if err != nil {
 		if uerr := undo(); uerr != nil {
 			return nil, fmt.Errorf("%w; undoing the network changes also failed: %v", err, uerr)
 		}
 		return nil, fmt.Errorf("%w; the network changes of this run were undone", err)
 	}
-	log.Info("table installed", "table", "inet "+p.table.Name, "config", p.hash)
+	log.Info("table installed", "table", "inet "+p.table.Name, "config", p.hash, "changes", fwChanges.String())
 
 	// What the previous apply made under other names is no longer wanted.
 	if prev != nil && prev.Table != "" && prev.Table != p.table.Name {
