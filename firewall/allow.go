@@ -77,16 +77,27 @@ func normalize(allows []Allow) []Box {
 			addrs    []AddrRange
 		}
 		var slicesOut []slice
+		// The entries covering a slice are those begun at or before it and not
+		// ended before it (every Last+1 is a cut, so such an entry covers the whole
+		// slice). Walking the slices with the entries sorted by First keeps only
+		// those in hand: testing every entry against every slice was quadratic
+		// (100 000 entries: 0.5 s).
+		slices.SortFunc(entries, func(a, b Allow) int { return cmp.Compare(a.Port.First, b.Port.First) })
+		next := 0
+		var active []Allow
 		for i := 0; i+1 < len(cuts); i++ {
 			from, to := cuts[i], cuts[i+1]-1
-			var rs []AddrRange
-			for _, e := range entries {
-				if int(e.Port.First) <= from && to <= int(e.Port.Last) {
-					rs = append(rs, prefixRange(e.Prefix))
-				}
+			for next < len(entries) && int(entries[next].Port.First) <= from {
+				active = append(active, entries[next])
+				next++
 			}
-			if len(rs) == 0 {
+			active = slices.DeleteFunc(active, func(e Allow) bool { return int(e.Port.Last) < from })
+			if len(active) == 0 {
 				continue
+			}
+			rs := make([]AddrRange, len(active))
+			for i, e := range active {
+				rs[i] = prefixRange(e.Prefix)
 			}
 			rs = unionRanges(rs)
 			if n := len(slicesOut); n > 0 && slicesOut[n-1].to+1 == from && slices.Equal(slicesOut[n-1].addrs, rs) {
