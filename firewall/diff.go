@@ -315,16 +315,17 @@ type kElem struct {
 
 // id encodes what identifies an element: key, key end, data and interval-end flag.
 func elemID(key, keyEnd, val []byte, intervalEnd bool) string {
-	b := make([]byte, 0, 4+len(key)+len(keyEnd)+len(val))
+	return string(appendElemID(make([]byte, 0, 4+len(key)+len(keyEnd)+len(val)), key, keyEnd, val, intervalEnd))
+}
+
+func appendElemID(b, key, keyEnd, val []byte, intervalEnd bool) []byte {
 	b = append(append(b, byte(len(key))), key...)
 	b = append(append(b, byte(len(keyEnd))), keyEnd...)
 	b = append(append(b, byte(len(val))), val...)
 	if intervalEnd {
-		b = append(b, 1)
-	} else {
-		b = append(b, 0)
+		return append(b, 1)
 	}
-	return string(b)
+	return append(b, 0)
 }
 
 // elemOfID is the element an id describes (for adds and deletes).
@@ -396,32 +397,36 @@ func diffElems(d *nlDumper, table string, s *Set) (elemDiff, error) {
 	if err != nil {
 		return elemDiff{}, fmt.Errorf("read set %s: %w", s.Name, err)
 	}
-	want := make([]string, 0, len(s.Elems))
-	s.eachElem(func(e nftables.SetElement) { want = append(want, elemID(e.Key, e.KeyEnd, e.Val, e.IntervalEnd)) })
+	// The desired elements are looked up in the sorted kernel ids one by one
+	// rather than collected and sorted too: for 100 000 elements that is 3 MB less
+	// at the moment apply needs the most.
+	sort.Strings(have)
+	found := make([]bool, len(have))
+	var out elemDiff
+	var buf []byte
+	want := func(e nftables.SetElement) {
+		buf = appendElemID(buf[:0], e.Key, e.KeyEnd, e.Val, e.IntervalEnd)
+		i := sort.Search(len(have), func(i int) bool { return have[i] >= string(buf) })
+		if i < len(have) && have[i] == string(buf) {
+			found[i] = true
+		} else {
+			out.add = append(out.add, string(buf))
+		}
+	}
+	s.eachElem(want)
 	if s.Keep {
 		if s.Carry != nil {
 			carried = s.Carry(carried)
 		}
 		for _, e := range carried {
-			want = append(want, elemID(e.Key, e.KeyEnd, e.Val, e.IntervalEnd))
+			want(e)
 		}
 	}
-	sort.Strings(have)
-	sort.Strings(want)
-	want = slices.Compact(want)
-	var out elemDiff
-	i, j := 0, 0
-	for i < len(have) || j < len(want) {
-		switch {
-		case j == len(want) || (i < len(have) && have[i] < want[j]):
-			out.del = append(out.del, have[i])
-			i++
-		case i == len(have) || want[j] < have[i]:
-			out.add = append(out.add, want[j])
-			j++
-		default:
-			i++
-			j++
+	slices.Sort(out.add)
+	out.add = slices.Compact(out.add)
+	for i, id := range have {
+		if !found[i] {
+			out.del = append(out.del, id)
 		}
 	}
 	return out, nil

@@ -67,6 +67,7 @@ func SpecFromConfig(c *config.Config, resolved map[string][]netip.Addr, hash str
 				missing = append(missing, Unresolved{Source: a.Source, Dest: d.String(), Reason: "wildcard: learned from DNS answers by the daemon, not at apply"})
 			}
 		}
+		s.Allow = slices.Grow(s.Allow, len(prefixes)*len(a.Ports)) // one section can be 100 000 entries
 		for _, p := range prefixes {
 			for _, port := range a.Ports {
 				s.Allow = append(s.Allow, Allow{Prefix: p, Port: port})

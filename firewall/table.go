@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/google/nftables"
@@ -174,16 +175,9 @@ func Build(s Spec) (*Table, error) {
 	}
 	t := &Table{Name: s.Table, Counters: Counters}
 
-	var allow4, allow6 []Allow
-	for _, a := range s.Allow {
-		if a.Prefix.Addr().Is4() {
-			allow4 = append(allow4, a)
-		} else {
-			allow6 = append(allow6, a)
-		}
-	}
-	exact4, ranges4 := splitBoxes(normalize(allow4))
-	exact6, ranges6 := splitBoxes(normalize(allow6))
+	is4 := func(a Allow) bool { return a.Prefix.Addr().Is4() }
+	exact4, ranges4 := splitBoxes(normalizeIf(s.Allow, is4))
+	exact6, ranges6 := splitBoxes(normalizeIf(s.Allow, func(a Allow) bool { return !is4(a) }))
 	plat4, plat6 := platformRanges(s.Allow)
 
 	t.Sets = append(t.Sets,
@@ -320,7 +314,10 @@ func allowFields(v6 bool) []Field {
 	return []Field{addr, nftables.TypeInetProto, nftables.TypeInetService}
 }
 
+// splitBoxes separates exact boxes from ranges, keeping the order; the exact ones
+// stay in bs's array (there can be 100 000 of them), the ranges are copied.
 func splitBoxes(bs []Box) (exact, ranges []Box) {
+	exact = bs[:0]
 	for _, b := range bs {
 		if b.exact() {
 			exact = append(exact, b)
@@ -334,10 +331,15 @@ func splitBoxes(bs []Box) (exact, ranges []Box) {
 // platformRanges are the allowlisted destinations that are specific (not "any"):
 // inbound new connections from them are never counted as scans.
 func platformRanges(allows []Allow) (v4, v6 []AddrRange) {
+	seen := map[netip.Prefix]bool{} // an address has an entry per port: 100 000 entries can be 200 prefixes
 	for _, a := range allows {
 		if a.Prefix.Bits() < 8 {
 			continue // DNS/NTP to anywhere must not exempt the whole internet
 		}
+		if seen[a.Prefix] {
+			continue
+		}
+		seen[a.Prefix] = true
 		if a.Prefix.Addr().Is4() {
 			v4 = append(v4, prefixRange(a.Prefix))
 		} else {
@@ -369,12 +371,12 @@ func boxKey(addr netip.Addr, proto uint8, port uint16) []byte {
 func boxElems(bs []Box, interval bool) []Elem {
 	out := make([]Elem, 0, len(bs))
 	for _, b := range bs {
-		port := fmt.Sprint(b.Ports[0])
+		port := strconv.Itoa(int(b.Ports[0]))
 		if b.Ports[0] != b.Ports[1] {
-			port = fmt.Sprintf("%d-%d", b.Ports[0], b.Ports[1])
+			port += "-" + strconv.Itoa(int(b.Ports[1]))
 		}
 		e := Elem{
-			Text: fmt.Sprintf("%s . %s . %s", b.Addr.text(), b.Proto, port),
+			Text: b.Addr.text() + " . " + b.Proto.String() + " . " + port,
 			Key:  boxKey(b.Addr.From, uint8(b.Proto), b.Ports[0]),
 		}
 		if interval {
