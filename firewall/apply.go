@@ -335,6 +335,13 @@ func addSet(c *nftables.Conn, t *nftables.Table, s *Set, carried []nftables.SetE
 // INTERVAL_END; concatenated interval sets (pipapo) take start and inclusive end
 // in one element.
 func (s *Set) eachElem(fn func(nftables.SetElement)) {
+	defer func() {
+		if n := s.keySize(); n > 0 {
+			for i := 0; i+n <= len(s.Packed); i += n {
+				fn(nftables.SetElement{Key: s.Packed[i : i+n : i+n]})
+			}
+		}
+	}()
 	for _, e := range s.Elems {
 		switch {
 		case !s.Interval:

@@ -58,7 +58,7 @@ func elemTexts(t *testing.T, tbl *Table, name string) []string {
 		t.Fatalf("no set %s", name)
 	}
 	var out []string
-	for _, e := range s.Elems {
+	for _, e := range s.Elements() {
 		out = append(out, e.Text)
 	}
 	return out
@@ -125,7 +125,7 @@ func TestBuildExampleAllowlist(t *testing.T) {
 		if s.Interval {
 			t.Errorf("%s is an interval set", name)
 		}
-		for _, e := range s.Elems {
+		for _, e := range s.Elements() {
 			if strings.ContainsAny(e.Text, "/-") || e.KeyEnd != nil {
 				t.Errorf("%s: non-exact element %q", name, e.Text)
 			}
@@ -143,7 +143,10 @@ func TestBuildExampleAllowlist(t *testing.T) {
 		}
 	}
 	// Keys: 4-byte registers, address . proto . port.
-	for _, e := range setByName(tbl, SetAllow4).Elems {
+	if len(setByName(tbl, SetAllow4).Elements()) == 0 {
+		t.Error("allow4 has no elements")
+	}
+	for _, e := range setByName(tbl, SetAllow4).Elements() {
 		if len(e.Key) != 12 {
 			t.Errorf("allow4 key of %q is %d bytes", e.Text, len(e.Key))
 		}

@@ -84,9 +84,9 @@ func (s *Set) render() string {
 	if s.Comment != "" {
 		fmt.Fprintf(&b, "\t\tcomment %s\n", quote(s.Comment))
 	}
-	if len(s.Elems) > 0 {
+	if len(s.Elems) > 0 || len(s.Packed) > 0 {
 		b.WriteString("\t\telements = { ")
-		for i, e := range s.Elems {
+		for i, e := range s.Elements() {
 			if i > 0 {
 				b.WriteString(",\n\t\t\t     ")
 			}

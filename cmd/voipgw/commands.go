@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"syscall"
@@ -119,7 +120,16 @@ func lockState(dir string) (func(), error) {
 	return func() { f.Close() }, nil
 }
 
+// applyGCPercent is apply's GOGC unless the environment sets one: a large
+// allowlist is built in memory once, and collecting at 50 % heap growth keeps the
+// peak near what is live (100 000 entries: peak RSS 33 -> 29 MB, time within the
+// noise; `scripts/bench apply`). The daemon applies under its own setting.
+const applyGCPercent = 50
+
 func cmdApply(ctx context.Context, o *options, out io.Writer, log *slog.Logger) error {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(applyGCPercent)
+	}
 	p, err := applyConfig(ctx, o, log)
 	if err != nil {
 		return err
