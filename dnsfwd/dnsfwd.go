@@ -13,11 +13,13 @@ package dnsfwd
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -298,6 +300,9 @@ func (f *Forwarder) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), f.cfg.Timeout*time.Duration(len(f.cfg.Upstreams))+time.Second)
 	defer cancel()
+	if !tcp && f.serveUDPFast(ctx, w, req) {
+		return
+	}
 	resp, err := f.Exchange(ctx, req, tcp)
 	if err != nil {
 		f.c.upstreamErrors.Add(1)
@@ -320,6 +325,132 @@ func (f *Forwarder) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	if err := w.WriteMsg(resp); err == nil {
 		f.c.answered.Add(1)
 	}
+}
+
+// serveUDPFast answers a UDP query with the upstream's reply as it came, only its
+// ID set back to the phone's: no copy of the query, no dns.Msg of the reply unless
+// its addresses are to be learned, no packing, and the upstream asked from a
+// socket of its own that waits in a blocking receive instead of the runtime's
+// poller (loopback: the poller's park and wake-up was a third of the added
+// latency; BENCHMARKS.md). It returns false, having answered nothing, for what it
+// leaves to the general path: a truncated reply (learned from over TCP), one that
+// must be truncated for this phone, or no upstream answering.
+func (f *Forwarder) serveUDPFast(ctx context.Context, w dns.ResponseWriter, req *dns.Msg) bool {
+	qb := bufPool.Get().(*[]byte)
+	defer bufPool.Put(qb)
+	rb := bufPool.Get().(*[]byte)
+	defer bufPool.Put(rb)
+	phoneID := req.Id
+	req.Id = dns.Id()
+	query, err := req.PackBuffer(*qb)
+	upID := req.Id
+	req.Id = phoneID
+	if err != nil {
+		return false
+	}
+	f.upMu.Lock()
+	first := f.upFirst
+	f.upMu.Unlock()
+	n := len(f.cfg.Upstreams)
+	for i := 0; i < n; i++ {
+		idx := (first + i) % n
+		reply, err := f.askUDP(ctx, query, upID, req.Question[0], f.cfg.Upstreams[idx], *rb)
+		if err != nil {
+			continue // the general path tries them all again and reports
+		}
+		if idx != first {
+			f.upMu.Lock()
+			f.upFirst = idx
+			f.upMu.Unlock()
+		}
+		size := dns.MinMsgSize
+		if opt := req.IsEdns0(); opt != nil {
+			size = max(int(opt.UDPSize()), dns.MinMsgSize)
+		}
+		if reply[2]&0x02 != 0 || len(reply) > size { // TC set, or too long for the phone
+			return false
+		}
+		q := req.Question[0]
+		if reply[3]&0x0f == dns.RcodeSuccess && (q.Qtype == dns.TypeA || q.Qtype == dns.TypeAAAA) && len(f.cfg.Matcher.Ports(q.Name)) > 0 {
+			resp := new(dns.Msg)
+			if resp.Unpack(reply) != nil {
+				return false
+			}
+			f.learnFromAnswer(q, resp)
+		}
+		binary.BigEndian.PutUint16(reply, phoneID)
+		if _, err := w.Write(reply); err == nil {
+			f.c.answered.Add(1)
+		}
+		return true
+	}
+	return false
+}
+
+// askUDP sends the packed query from a fresh connected socket (a new random source
+// port per query, as before) and returns the first datagram that answers it (in rb).
+func (f *Forwarder) askUDP(ctx context.Context, query []byte, id uint16, q dns.Question, up netip.AddrPort, rb []byte) ([]byte, error) {
+	deadline := time.Now().Add(f.cfg.Timeout)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline = dl
+	}
+	dom, sa := unix.AF_INET, unix.Sockaddr(&unix.SockaddrInet4{Port: int(up.Port()), Addr: up.Addr().Unmap().As4()})
+	if up.Addr().Is6() && !up.Addr().Is4In6() {
+		dom, sa = unix.AF_INET6, &unix.SockaddrInet6{Port: int(up.Port()), Addr: up.Addr().As16()}
+	}
+	fd, err := unix.Socket(dom, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("socket: %w", err)
+	}
+	defer unix.Close(fd)
+	// Connected: the kernel only hands it datagrams from this upstream's address and port.
+	if err := unix.Connect(fd, sa); err != nil {
+		return nil, fmt.Errorf("connect %s: %w", up, err)
+	}
+	if _, err := unix.Write(fd, query); err != nil {
+		return nil, fmt.Errorf("send to %s: %w", up, err)
+	}
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return nil, fmt.Errorf("%s: %w", up, os.ErrDeadlineExceeded)
+		}
+		tv := unix.NsecToTimeval(left.Nanoseconds())
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+			return nil, err
+		}
+		n, err := unix.Read(fd, rb)
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case errors.Is(err, unix.EAGAIN):
+			return nil, fmt.Errorf("%s: %w", up, os.ErrDeadlineExceeded)
+		case err != nil:
+			return nil, fmt.Errorf("receive from %s: %w", up, err)
+		}
+		if !answers(rb[:n], id, q) {
+			// Not the answer to this query (spoofed, or a late reply to an
+			// earlier one): discard and keep waiting for the real one.
+			f.c.discarded.Add(1)
+			continue
+		}
+		return rb[:n], nil
+	}
+}
+
+// answers is matches on the wire: a response with the query's ID, opcode QUERY and
+// the same single question.
+func answers(b []byte, id uint16, q dns.Question) bool {
+	if len(b) < 12 || binary.BigEndian.Uint16(b) != id || b[2]&0x80 == 0 || (b[2]>>3)&0x0f != dns.OpcodeQuery ||
+		binary.BigEndian.Uint16(b[4:]) != 1 {
+		return false
+	}
+	name, off, err := dns.UnpackDomainName(b, 12)
+	if err != nil || off+4 > len(b) {
+		return false
+	}
+	return binary.BigEndian.Uint16(b[off:]) == q.Qtype && binary.BigEndian.Uint16(b[off+2:]) == q.Qclass &&
+		dns.CanonicalName(name) == dns.CanonicalName(q.Name)
 }
 
 // Exchange asks the upstreams, starting with the one that answered last.
@@ -523,14 +654,12 @@ func (f *Forwarder) Learn(name string, ports []catalog.PortRange, addrs []netip.
 	var changes []firewall.Change
 	var added, refreshed int
 	delta := [2]int{}
-	inAnswer := map[netip.Addr]bool{}
 	type pending struct {
 		a netip.Addr
 		e *entry
 	}
 	var commit []pending
 	for _, a := range addrs {
-		inAnswer[a] = true
 		e := f.entries[a]
 		nl := firewall.Learned{Addr: a, Ports: ports, Names: []string{name}}
 		expires := now.Add(timeout)
@@ -574,7 +703,7 @@ func (f *Forwarder) Learn(name string, ports []catalog.PortRange, addrs []netip.
 		}
 		var cands []*entry
 		for a, e := range f.entries {
-			if fam(a) == fi && !inAnswer[a] {
+			if fam(a) == fi && !slices.Contains(addrs, a) { // no map per answer: this runs for every answer of a known name
 				cands = append(cands, e)
 			}
 		}
