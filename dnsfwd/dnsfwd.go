@@ -85,6 +85,8 @@ type Forwarder struct {
 
 	upMu    sync.Mutex
 	upFirst int // index of the upstream that answered last
+
+	blocking chan struct{} // slots of askUDPBlocking
 }
 
 type entry struct {
@@ -119,7 +121,7 @@ func New(cfg Config, l Learner) (*Forwarder, error) {
 	if len(cfg.Upstreams) == 0 {
 		return nil, errors.New("dnsfwd: no upstream resolver")
 	}
-	f := &Forwarder{cfg: cfg, learner: l, entries: map[netip.Addr]*entry{}}
+	f := &Forwarder{cfg: cfg, learner: l, entries: map[netip.Addr]*entry{}, blocking: make(chan struct{}, blockingAskers)}
 	have, err := l.Read()
 	if err != nil {
 		return nil, fmt.Errorf("read learned sets: %w", err)
@@ -387,6 +389,12 @@ func (f *Forwarder) serveUDPFast(ctx context.Context, w dns.ResponseWriter, req 
 	return false
 }
 
+// blockingAskers bounds the queries that wait for their upstream in a blocking
+// receive: each holds an OS thread while it waits, and a flood towards a slow
+// upstream must not become a thread per query. Beyond it, the runtime's poller
+// waits (as for all queries before).
+const blockingAskers = 4
+
 // askUDP sends the packed query from a fresh connected socket (a new random source
 // port per query, as before) and returns the first datagram that answers it (in rb).
 func (f *Forwarder) askUDP(ctx context.Context, query []byte, id uint16, q dns.Question, up netip.AddrPort, rb []byte) ([]byte, error) {
@@ -394,6 +402,42 @@ func (f *Forwarder) askUDP(ctx context.Context, query []byte, id uint16, q dns.Q
 	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
 		deadline = dl
 	}
+	select {
+	case f.blocking <- struct{}{}:
+		defer func() { <-f.blocking }()
+		return f.askUDPBlocking(deadline, query, id, q, up, rb)
+	default:
+		return f.askUDPPoller(ctx, deadline, query, id, q, up, rb)
+	}
+}
+
+// askUDPPoller is askUDP through the runtime's poller.
+func (f *Forwarder) askUDPPoller(ctx context.Context, deadline time.Time, query []byte, id uint16, q dns.Question, up netip.AddrPort, rb []byte) ([]byte, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "udp", up.String())
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	c.SetDeadline(deadline)
+	if _, err := c.Write(query); err != nil {
+		return nil, err
+	}
+	for {
+		n, err := c.Read(rb)
+		if err != nil {
+			return nil, err
+		}
+		if !answers(rb[:n], id, q) {
+			f.c.discarded.Add(1) // see askUDPBlocking
+			continue
+		}
+		return rb[:n], nil
+	}
+}
+
+// askUDPBlocking is askUDP on a socket of its own in blocking mode.
+func (f *Forwarder) askUDPBlocking(deadline time.Time, query []byte, id uint16, q dns.Question, up netip.AddrPort, rb []byte) ([]byte, error) {
 	dom, sa := unix.AF_INET, unix.Sockaddr(&unix.SockaddrInet4{Port: int(up.Port()), Addr: up.Addr().Unmap().As4()})
 	if up.Addr().Is6() && !up.Addr().Is4In6() {
 		dom, sa = unix.AF_INET6, &unix.SockaddrInet6{Port: int(up.Port()), Addr: up.Addr().As16()}

@@ -251,7 +251,21 @@ func TestCNAMEChain(t *testing.T) {
 
 // Replies that do not answer the outstanding query are discarded, whatever they say.
 func TestSpoofedRepliesDiscarded(t *testing.T) {
-	fx := newFixture(t, 64)
+	// Both ways of waiting for the upstream: a blocking receive, and the runtime's
+	// poller when all blocking slots are taken (here: none).
+	for _, wait := range []string{"blocking", "poller"} {
+		t.Run(wait, func(t *testing.T) {
+			fx := newFixture(t, 64)
+			if wait == "poller" {
+				fx.fwd.blocking = make(chan struct{})
+			}
+			testSpoofedReplies(t, fx)
+		})
+	}
+	testUnsolicitedResponse(t)
+}
+
+func testSpoofedReplies(t *testing.T, fx *fixture) {
 	fx.zone.SetBeforeAnswer(func(w dns.ResponseWriter, req *dns.Msg) {
 		if _, udp := w.RemoteAddr().(*net.UDPAddr); !udp {
 			return
@@ -279,7 +293,9 @@ func TestSpoofedRepliesDiscarded(t *testing.T) {
 	if _, ok := fx.learner.get(wildAddr); !ok {
 		t.Errorf("the real answer was not learned")
 	}
+}
 
+func testUnsolicitedResponse(t *testing.T) {
 	// A response sent to the forwarder's own port (no query outstanding there)
 	// gets no answer and teaches nothing.
 	fx2 := newFixture(t, 64)
