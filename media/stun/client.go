@@ -8,8 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"time"
-
-	pstun "github.com/pion/stun/v2"
 )
 
 // Behaviour is a NAT's mapping or filtering behaviour (RFC 4787 / RFC 5780 terms).
@@ -250,17 +248,15 @@ func (c *Client) testI(ctx context.Context, conn *net.UDPConn) (answer, error) {
 // transact sends one binding request (with CHANGE-REQUEST flags when change is not
 // zero) and waits for its answer, retransmitting. ok is false when none came.
 func (c *Client) transact(ctx context.Context, conn *net.UDPConn, dst netip.AddrPort, change uint32) (answer, bool, error) {
-	setters := []pstun.Setter{pstun.TransactionID, pstun.BindingRequest}
-	if change != 0 {
-		v := make([]byte, 4)
-		binary.BigEndian.PutUint32(v, change)
-		setters = append(setters, pstun.RawAttribute{Type: pstun.AttrChangeRequest, Length: 4, Value: v})
-	}
-	setters = append(setters, pstun.Fingerprint)
-	req, err := pstun.Build(setters...)
+	tid, err := newTransactionID()
 	if err != nil {
 		return answer{}, false, fmt.Errorf("build request: %w", err)
 	}
+	var attrs []attribute
+	if change != 0 {
+		attrs = append(attrs, attribute{typ: attrChangeRequest, val: binary.BigEndian.AppendUint32(nil, change)})
+	}
+	req := build(typeBindingRequest, tid, attrs...)
 	rto, tries := c.RTO, c.Tries
 	if rto <= 0 {
 		rto = 250 * time.Millisecond
@@ -273,7 +269,7 @@ func (c *Client) transact(ctx context.Context, conn *net.UDPConn, dst netip.Addr
 		if err := ctx.Err(); err != nil {
 			return answer{}, false, err
 		}
-		if _, err := conn.WriteToUDPAddrPort(req.Raw, dst); err != nil {
+		if _, err := conn.WriteToUDPAddrPort(req, dst); err != nil {
 			return answer{}, false, fmt.Errorf("send to %s: %w", dst, err)
 		}
 		deadline := time.Now().Add(rto << try)
@@ -291,19 +287,16 @@ func (c *Client) transact(ctx context.Context, conn *net.UDPConn, dst netip.Addr
 				}
 				continue
 			}
-			m := &pstun.Message{Raw: append([]byte(nil), buf[:n]...)}
-			if m.Decode() != nil || m.TransactionID != req.TransactionID || m.Type != pstun.BindingSuccess {
+			m, err := parse(buf[:n])
+			if err != nil || m.tid != tid || m.typ != typeBindingSuccess {
 				continue // a late answer of an earlier test, or noise
 			}
 			a := answer{from: netip.AddrPortFrom(from.Addr().Unmap(), from.Port())}
-			var xa pstun.XORMappedAddress
-			if err := xa.GetFrom(m); err != nil {
+			if a.mapped, err = m.addrOf(attrXORMappedAddress); err != nil {
 				return a, false, fmt.Errorf("answer from %s without XOR-MAPPED-ADDRESS: %w", a.from, err)
 			}
-			a.mapped = toAddrPort(xa.IP, xa.Port)
-			var oa pstun.OtherAddress
-			if oa.GetFrom(m) == nil {
-				a.other = toAddrPort(oa.IP, oa.Port)
+			if oa, err := m.addrOf(attrOtherAddress); err == nil {
+				a.other = oa
 			}
 			return a, true, nil
 		}

@@ -5,8 +5,7 @@
 // It lives under media because what it measures is the media path: whether the
 // provider's RTP reaches a phone through the router's NAT (the seed asks for a
 // full cone, "Gebruik Loose NAT / Full Cone NAT", and warns that symmetric NAT
-// gives one-way audio). Message encoding is pion/stun v2 (the version go.mod
-// already names); CHANGE-REQUEST has no type there and is encoded here.
+// gives one-way audio). Messages are encoded in msg.go.
 package stun
 
 import (
@@ -18,8 +17,6 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-
-	pstun "github.com/pion/stun/v2"
 )
 
 // CHANGE-REQUEST flags (RFC 5780 §7.2).
@@ -123,15 +120,15 @@ func (s *Server) serve(i, j int, log *slog.Logger) {
 // answer builds the response to one request that arrived on socket (i, j) and
 // says which socket sends it.
 func (s *Server) answer(req []byte, from netip.AddrPort, i, j int) ([]byte, int, int, error) {
-	m := &pstun.Message{Raw: append([]byte(nil), req...)}
-	if err := m.Decode(); err != nil {
+	m, err := parse(req)
+	if err != nil {
 		return nil, 0, 0, fmt.Errorf("decode: %w", err)
 	}
-	if m.Type != pstun.BindingRequest {
-		return nil, 0, 0, fmt.Errorf("not a binding request: %s", m.Type)
+	if m.typ != typeBindingRequest {
+		return nil, 0, 0, fmt.Errorf("not a binding request: 0x%04x", m.typ)
 	}
 	ri, rj := i, j
-	if v, err := m.Get(pstun.AttrChangeRequest); err == nil {
+	if v, ok := m.get(attrChangeRequest); ok {
 		if len(v) != 4 {
 			return nil, 0, 0, fmt.Errorf("CHANGE-REQUEST of %d bytes", len(v))
 		}
@@ -145,13 +142,9 @@ func (s *Server) answer(req []byte, from netip.AddrPort, i, j int) ([]byte, int,
 	}
 	origin := s.local(ri, rj)
 	other := s.local(1-i, 1-j) // OTHER-ADDRESS: differs from the receiving socket in both
-	resp, err := pstun.Build(pstun.NewTransactionIDSetter(m.TransactionID), pstun.BindingSuccess,
-		&pstun.XORMappedAddress{IP: from.Addr().AsSlice(), Port: int(from.Port())},
-		&pstun.ResponseOrigin{IP: origin.Addr().AsSlice(), Port: int(origin.Port())},
-		&pstun.OtherAddress{IP: other.Addr().AsSlice(), Port: int(other.Port())},
-		pstun.Fingerprint)
-	if err != nil {
-		return nil, 0, 0, fmt.Errorf("build response: %w", err)
-	}
-	return resp.Raw, ri, rj, nil
+	resp := build(typeBindingSuccess, m.tid,
+		addrAttr(attrXORMappedAddress, from, true, m.tid),
+		addrAttr(attrResponseOrigin, origin, false, m.tid),
+		addrAttr(attrOtherAddress, other, false, m.tid))
+	return resp, ri, rj, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -144,5 +145,50 @@ func TestVerdict(t *testing.T) {
 		if got := tc.r.Verdict(); got != tc.want || tc.r.FullCone() != tc.full {
 			t.Errorf("%+v: %q full %v, want %q %v", tc.r, got, tc.r.FullCone(), tc.want, tc.full)
 		}
+	}
+}
+
+// The codec of msg.go against pion/stun as an independent implementation: pion's
+// answers decode here, and requests built here decode in pion with a valid
+// FINGERPRINT.
+func TestCodecAgainstPion(t *testing.T) {
+	for _, mapped := range []netip.AddrPort{netip.MustParseAddrPort("203.0.113.7:40002"), netip.MustParseAddrPort("[2001:db8::7]:5060")} {
+		other := netip.MustParseAddrPort("198.51.100.2:3479")
+		resp := pstun.MustBuild(pstun.TransactionID, pstun.BindingSuccess,
+			&pstun.XORMappedAddress{IP: mapped.Addr().AsSlice(), Port: int(mapped.Port())},
+			&pstun.OtherAddress{IP: other.Addr().AsSlice(), Port: int(other.Port())}, pstun.Fingerprint)
+		m, err := parse(resp.Raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.typ != typeBindingSuccess || m.tid != resp.TransactionID {
+			t.Errorf("type 0x%04x, transaction %x; want a binding success of %x", m.typ, m.tid, resp.TransactionID)
+		}
+		if got, err := m.addrOf(attrXORMappedAddress); err != nil || got != mapped {
+			t.Errorf("XOR-MAPPED-ADDRESS %s (%v), want %s", got, err, mapped)
+		}
+		if got, err := m.addrOf(attrOtherAddress); err != nil || got != other {
+			t.Errorf("OTHER-ADDRESS %s (%v), want %s", got, err, other)
+		}
+		bad := slices.Clone(resp.Raw)
+		bad[len(bad)-1] ^= 1
+		if _, err := parse(bad); err == nil {
+			t.Error("a wrong FINGERPRINT was accepted")
+		}
+	}
+	tid, _ := newTransactionID()
+	req := build(typeBindingRequest, tid, attribute{typ: attrChangeRequest, val: []byte{0, 0, 0, changeIP | changePort}})
+	m := &pstun.Message{Raw: req}
+	if err := m.Decode(); err != nil {
+		t.Fatal(err)
+	}
+	if m.Type != pstun.BindingRequest || m.TransactionID != tid {
+		t.Errorf("pion decodes %s %x", m.Type, m.TransactionID)
+	}
+	if err := pstun.Fingerprint.Check(m); err != nil {
+		t.Errorf("pion: %v", err)
+	}
+	if v, err := m.Get(pstun.AttrChangeRequest); err != nil || binary.BigEndian.Uint32(v) != changeIP|changePort {
+		t.Errorf("CHANGE-REQUEST %x (%v)", v, err)
 	}
 }
