@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -181,7 +180,7 @@ func FromUCI(f *uci.File) (*Config, []Warning, error) {
 		c.LAN = append(c.LAN, v.checkIfname(m, "lan", l))
 	}
 	if t, ok := v.opt(m, "table"); ok {
-		if !nftIdent.MatchString(t) {
+		if !nftIdent(t) {
 			v.fail(m, "table", t, "not a valid nftables table name (letters, digits, _; at most 31)")
 		}
 		c.Table = t
@@ -248,7 +247,22 @@ func (c *Config) Hash() string {
 	return hex.EncodeToString(sum[:8])
 }
 
-var nftIdent = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9_]{0,30}$`)
+// nftIdent: ^[a-zA-Z][a-zA-Z0-9_]{0,30}$, checked by hand: this and ifnameOK were
+// the binary's only regular expressions (regexp costs ~120 KB; BENCHMARKS.md).
+func nftIdent(s string) bool {
+	if len(s) == 0 || len(s) > 31 || !isLetter(s[0]) {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if c := s[i]; !isLetter(c) && !isDigit(c) && c != '_' {
+			return false
+		}
+	}
+	return true
+}
+
+func isLetter(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }
+func isDigit(c byte) bool  { return '0' <= c && c <= '9' }
 
 type validator struct {
 	err      error // the first error: one clear message
@@ -329,10 +343,21 @@ func (v *validator) uint(s *uci.Section, name string, lo, hi uint64) (uint64, bo
 	return n, true
 }
 
-var ifnameRe = regexp.MustCompile(`^[a-zA-Z0-9_.@-]{1,15}$`)
+// ifnameOK: ^[a-zA-Z0-9_.@-]{1,15}$.
+func ifnameOK(s string) bool {
+	if len(s) == 0 || len(s) > 15 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !isLetter(c) && !isDigit(c) && !strings.ContainsRune("_.@-", rune(c)) {
+			return false
+		}
+	}
+	return true
+}
 
 func (v *validator) checkIfname(s *uci.Section, opt, val string) string {
-	if !ifnameRe.MatchString(val) || val == "." || val == ".." {
+	if !ifnameOK(val) || val == "." || val == ".." {
 		v.fail(s, opt, val, "not a valid interface name (1-15 characters: letters, digits, . _ - @)")
 	}
 	return val
