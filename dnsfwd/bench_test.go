@@ -33,6 +33,7 @@ func setupBench(b *testing.B, max int) benchEnv {
 	z.Set("other.example", otherAddr)
 	z.Set("phone.wild.example", wildAddr)
 	var n atomic.Uint32
+	z.Synth("uncached.example", func(string) netip.Addr { return otherAddr })
 	z.Synth("flood.wild.example", func(string) netip.Addr {
 		i := n.Add(1)
 		return netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
@@ -143,6 +144,9 @@ func BenchmarkLatency(b *testing.B) {
 	b.Run("forwarder-not-allowlisted", func(b *testing.B) {
 		benchQueries(b, env.fwd, func(int) string { return "other.example" })
 	})
+	b.Run("forwarder-not-allowlisted-uncached", func(b *testing.B) { // a new name each time: the upstream is asked
+		benchQueries(b, env.fwd, func(i int) string { return fmt.Sprintf("u%d.uncached.example", i) })
+	})
 	b.Run("forwarder-allowlisted-known", func(b *testing.B) { // learned already: no kernel write
 		benchQueries(b, env.fwd, func(int) string { return "phone.wild.example" })
 	})
@@ -161,6 +165,7 @@ func BenchmarkThroughput(b *testing.B) {
 	}{
 		{"upstream-direct", env.upstream, func(int64) string { return "other.example" }},
 		{"forwarder-not-allowlisted", env.fwd, func(int64) string { return "other.example" }},
+		{"forwarder-not-allowlisted-uncached", env.fwd, func(i int64) string { return fmt.Sprintf("t%d.uncached.example", i) }},
 		{"forwarder-allowlisted-new-address", env.fwd, func(i int64) string { return fmt.Sprintf("p%d.flood.wild.example", i) }},
 	} {
 		b.Run(c.name, func(b *testing.B) {

@@ -66,10 +66,11 @@ type Stats struct {
 	Evicted        uint64 `json:"evicted"`         // oldest addresses removed to stay within the cap
 	LearnErrors    uint64 `json:"learn_errors"`
 	Resolved       uint64 `json:"static_resolved"` // static host names re-resolved
+	Cached         uint64 `json:"cached"`          // answered from the cache (cache.go)
 }
 
 type counters struct {
-	queries, answered, refused, upstreamErrors, discarded, learned, refreshed, evicted, learnErrors, resolved atomic.Uint64
+	queries, answered, refused, upstreamErrors, discarded, learned, refreshed, evicted, learnErrors, resolved, cached atomic.Uint64
 }
 
 // Forwarder answers the phones' DNS queries and learns from the answers.
@@ -87,6 +88,7 @@ type Forwarder struct {
 	upFirst int // index of the upstream that answered last
 
 	blocking chan struct{} // slots of askUDPBlocking
+	cache    answerCache
 }
 
 type entry struct {
@@ -146,7 +148,8 @@ func fam(a netip.Addr) int {
 func (f *Forwarder) Stats() Stats {
 	return Stats{Queries: f.c.queries.Load(), Answered: f.c.answered.Load(), Refused: f.c.refused.Load(),
 		UpstreamErrors: f.c.upstreamErrors.Load(), Discarded: f.c.discarded.Load(), Learned: f.c.learned.Load(),
-		Refreshed: f.c.refreshed.Load(), Evicted: f.c.evicted.Load(), LearnErrors: f.c.learnErrors.Load(), Resolved: f.c.resolved.Load()}
+		Refreshed: f.c.refreshed.Load(), Evicted: f.c.evicted.Load(), LearnErrors: f.c.learnErrors.Load(), Resolved: f.c.resolved.Load(),
+		Cached: f.c.cached.Load()}
 }
 
 // Entries returns the learned addresses as the forwarder believes them (time left in Timeout).
@@ -300,6 +303,10 @@ func (f *Forwarder) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	if _, ok := w.RemoteAddr().(*net.TCPAddr); ok {
 		tcp = true
 	}
+	if raw := f.cache.get(req, time.Now()); raw != nil && f.serveRaw(w, req, raw, tcp) {
+		f.c.cached.Add(1)
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), f.cfg.Timeout*time.Duration(len(f.cfg.Upstreams))+time.Second)
 	defer cancel()
 	if !tcp && f.serveUDPFast(ctx, w, req) {
@@ -316,6 +323,11 @@ func (f *Forwarder) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	}
 	// Learn first, answer second: the phone connects the moment it has the answer.
 	f.learnFromAnswer(req.Question[0], resp)
+	f.reply(w, req, resp, tcp)
+}
+
+// reply sends resp with the phone's ID, over UDP truncated to what the phone takes.
+func (f *Forwarder) reply(w dns.ResponseWriter, req, resp *dns.Msg, tcp bool) {
 	resp.Id = req.Id
 	if !tcp {
 		size := dns.MinMsgSize
@@ -330,8 +342,8 @@ func (f *Forwarder) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 }
 
 // serveUDPFast answers a UDP query with the upstream's reply as it came, only its
-// ID set back to the phone's: no copy of the query, no dns.Msg of the reply unless
-// its addresses are to be learned, no packing, and the upstream asked from a
+// ID set back to the phone's (serveRaw): no copy of the query, no dns.Msg of the
+// reply unless its addresses are to be learned, no packing, and the upstream asked from a
 // socket of its own that waits in a blocking receive instead of the runtime's
 // poller (loopback: the poller's park and wake-up was a third of the added
 // latency; BENCHMARKS.md). It returns false, having answered nothing, for what it
@@ -365,25 +377,15 @@ func (f *Forwarder) serveUDPFast(ctx context.Context, w dns.ResponseWriter, req 
 			f.upFirst = idx
 			f.upMu.Unlock()
 		}
-		size := dns.MinMsgSize
-		if opt := req.IsEdns0(); opt != nil {
-			size = max(int(opt.UDPSize()), dns.MinMsgSize)
-		}
-		if reply[2]&0x02 != 0 || len(reply) > size { // TC set, or too long for the phone
+		if reply[2]&0x02 != 0 { // TC set: learned from over TCP on the general path
 			return false
 		}
-		q := req.Question[0]
-		if reply[3]&0x0f == dns.RcodeSuccess && (q.Qtype == dns.TypeA || q.Qtype == dns.TypeAAAA) && len(f.cfg.Matcher.Ports(q.Name)) > 0 {
-			resp := new(dns.Msg)
-			if resp.Unpack(reply) != nil {
-				return false
-			}
-			f.learnFromAnswer(q, resp)
-		}
 		binary.BigEndian.PutUint16(reply, phoneID)
-		if _, err := w.Write(reply); err == nil {
-			f.c.answered.Add(1)
+		if !f.serveRaw(w, req, reply, false) {
+			return false
 		}
+		// Cached after the phone has its answer: the copy is not on its time.
+		f.cache.put(req, reply, time.Now())
 		return true
 	}
 	return false
@@ -394,6 +396,33 @@ func (f *Forwarder) serveUDPFast(ctx context.Context, w dns.ResponseWriter, req 
 // upstream must not become a thread per query. Beyond it, the runtime's poller
 // waits (as for all queries before).
 const blockingAskers = 4
+
+// serveRaw answers req with raw, an upstream's answer with req's ID, learning its
+// addresses first if the name is allowlisted. It returns false, having answered
+// nothing, if raw is longer than a UDP phone takes (the general path truncates).
+func (f *Forwarder) serveRaw(w dns.ResponseWriter, req *dns.Msg, raw []byte, tcp bool) bool {
+	if !tcp {
+		size := dns.MinMsgSize
+		if opt := req.IsEdns0(); opt != nil {
+			size = max(int(opt.UDPSize()), dns.MinMsgSize)
+		}
+		if len(raw) > size {
+			return false
+		}
+	}
+	q := req.Question[0]
+	if raw[3]&0x0f == dns.RcodeSuccess && (q.Qtype == dns.TypeA || q.Qtype == dns.TypeAAAA) && len(f.cfg.Matcher.Ports(q.Name)) > 0 {
+		resp := new(dns.Msg)
+		if resp.Unpack(raw) != nil {
+			return false
+		}
+		f.learnFromAnswer(q, resp)
+	}
+	if _, err := w.Write(raw); err == nil {
+		f.c.answered.Add(1)
+	}
+	return true
+}
 
 // askUDP sends the packed query from a fresh connected socket (a new random source
 // port per query, as before) and returns the first datagram that answers it (in rb).

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -374,5 +375,72 @@ func TestRefusesOtherClients(t *testing.T) {
 	}
 	if got, _ := fx.learner.Read(); len(got) != 0 {
 		t.Errorf("learned %+v for a refused client", got)
+	}
+}
+
+// Repeated questions are answered from the cache for the TTL of the answer, with
+// the TTL counted down and the question as the phone asked it; an allowlisted
+// name answered from the cache is learned again if the kernel lost it.
+func TestCacheAnswersRepeats(t *testing.T) {
+	fx := newFixture(t, 64)
+	var upstream atomic.Int32
+	fx.zone.SetBeforeAnswer(func(dns.ResponseWriter, *dns.Msg) { upstream.Add(1) })
+	first := fx.ask(t, "udp", "other.example", dns.TypeA)
+	time.Sleep(1100 * time.Millisecond)
+	for _, c := range []struct{ proto, name string }{{"udp", "other.example"}, {"tcp", "other.example"}, {"udp", "OTHER.Example"}} {
+		resp := fx.ask(t, c.proto, c.name, dns.TypeA)
+		if got := lab.AnswerAddrs(resp); !slices.Equal(got, []netip.Addr{otherAddr}) {
+			t.Errorf("%s %s: answer %v", c.proto, c.name, got)
+		}
+		if q := resp.Question[0].Name; q != dns.Fqdn(c.name) {
+			t.Errorf("%s %s: question %q in the answer", c.proto, c.name, q)
+		}
+		if got, was := resp.Answer[0].Header().Ttl, first.Answer[0].Header().Ttl; got >= was || got+3 < was {
+			t.Errorf("%s %s: TTL %d after about a second, first answer %d", c.proto, c.name, got, was)
+		}
+	}
+	if n := upstream.Load(); n != 1 {
+		t.Errorf("the upstream was asked %d times, want once", n)
+	}
+	if n := fx.fwd.Stats().Cached; n != 3 {
+		t.Errorf("%d answers from the cache, want 3", n)
+	}
+
+	fx.ask(t, "udp", "phone.wild.example", dns.TypeA)
+	time.Sleep(20 * time.Millisecond) // a UDP answer is cached just after it went out
+	// The kernel lost the address (the cap evicted it, say): a cached answer puts it back.
+	fx.fwd.mu.Lock()
+	delete(fx.fwd.entries, wildAddr)
+	fx.fwd.elems = [2]int{}
+	fx.fwd.mu.Unlock()
+	fx.learner.mu.Lock()
+	delete(fx.learner.have, wildAddr)
+	fx.learner.mu.Unlock()
+	before := upstream.Load()
+	fx.ask(t, "udp", "phone.wild.example", dns.TypeA)
+	if upstream.Load() != before {
+		t.Error("the upstream was asked again for a cached name")
+	}
+	if _, ok := fx.learner.get(wildAddr); !ok {
+		t.Error("a cached answer went out without its address learned")
+	}
+
+	// After the TTL the upstream is asked again.
+	fx.zone.SetTTL(1)
+	fx.zone.Set("sbc.example.net", otherAddr)
+	if got := lab.AnswerAddrs(fx.ask(t, "udp", "sbc.example.net", dns.TypeA)); len(got) != 1 {
+		t.Fatalf("sbc.example.net: %v", got)
+	}
+	time.Sleep(20 * time.Millisecond)
+	before = upstream.Load()
+	fx.ask(t, "udp", "sbc.example.net", dns.TypeA)
+	if upstream.Load() != before {
+		t.Error("the upstream was asked again within the TTL")
+	}
+	time.Sleep(1100 * time.Millisecond)
+	before = upstream.Load()
+	fx.ask(t, "udp", "sbc.example.net", dns.TypeA)
+	if upstream.Load() != before+1 {
+		t.Error("an expired answer came from the cache")
 	}
 }
