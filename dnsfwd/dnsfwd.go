@@ -87,8 +87,9 @@ type Forwarder struct {
 	upMu    sync.Mutex
 	upFirst int // index of the upstream that answered last
 
-	blocking chan struct{} // slots of askUDPBlocking
-	cache    answerCache
+	waiting     atomic.Int32 // queries waiting for an upstream over UDP
+	maxBlocking int32        // blockingAskers (tests: 0)
+	cache       answerCache
 }
 
 type entry struct {
@@ -123,7 +124,7 @@ func New(cfg Config, l Learner) (*Forwarder, error) {
 	if len(cfg.Upstreams) == 0 {
 		return nil, errors.New("dnsfwd: no upstream resolver")
 	}
-	f := &Forwarder{cfg: cfg, learner: l, entries: map[netip.Addr]*entry{}, blocking: make(chan struct{}, blockingAskers)}
+	f := &Forwarder{cfg: cfg, learner: l, entries: map[netip.Addr]*entry{}, maxBlocking: blockingAskers}
 	have, err := l.Read()
 	if err != nil {
 		return nil, fmt.Errorf("read learned sets: %w", err)
@@ -391,11 +392,15 @@ func (f *Forwarder) serveUDPFast(ctx context.Context, w dns.ResponseWriter, req 
 	return false
 }
 
-// blockingAskers bounds the queries that wait for their upstream in a blocking
-// receive: each holds an OS thread while it waits, and a flood towards a slow
-// upstream must not become a thread per query. Beyond it, the runtime's poller
-// waits (as for all queries before).
-const blockingAskers = 4
+// blockingAskers: a query waits for its upstream in a blocking receive only when
+// at most this many are waiting (itself included), else through the runtime's
+// poller (as all queries did before). A blocking receive saves the poller's park
+// and wake-up, a good part of a lone query's added latency on loopback, but holds
+// an OS thread and, until the runtime takes it back, a P: queries in parallel go
+// through the poller, and a flood towards a slow upstream never becomes a thread
+// per query. (Throughput with 1 or 4 blocking slots or none was the same within
+// this machine's noise: BENCHMARKS.md.)
+const blockingAskers = 1
 
 // serveRaw answers req with raw, an upstream's answer with req's ID, learning its
 // addresses first if the name is allowlisted. It returns false, having answered
@@ -431,13 +436,12 @@ func (f *Forwarder) askUDP(ctx context.Context, query []byte, id uint16, q dns.Q
 	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
 		deadline = dl
 	}
-	select {
-	case f.blocking <- struct{}{}:
-		defer func() { <-f.blocking }()
+	n := f.waiting.Add(1)
+	defer f.waiting.Add(-1)
+	if n <= f.maxBlocking {
 		return f.askUDPBlocking(deadline, query, id, q, up, rb)
-	default:
-		return f.askUDPPoller(ctx, deadline, query, id, q, up, rb)
 	}
+	return f.askUDPPoller(ctx, deadline, query, id, q, up, rb)
 }
 
 // askUDPPoller is askUDP through the runtime's poller.
