@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-
-	"github.com/emiago/sipgo/sip"
 )
 
 // Diff is one field the far end saw differently from what the probe sent.
@@ -22,15 +20,14 @@ func (d Diff) String() string { return fmt.Sprintf("%s: sent %q, seen %q", d.Fie
 // compare: the request URI, the topmost Via's sent-by and parameters, Contact,
 // From, To, Content-Length and the SDP's o=, c= and m= lines.
 func fields(raw []byte) (map[string]string, []string, error) {
-	msg, err := sip.ParseMessage(raw)
+	req, _, err := parseSIP(raw, false)
 	if err != nil {
 		return nil, nil, err
 	}
-	req, ok := msg.(*sip.Request)
-	if !ok {
+	if req.status != 0 {
 		return nil, nil, fmt.Errorf("not a request")
 	}
-	f := map[string]string{"request-uri": req.Recipient.String()}
+	f := map[string]string{"request-uri": req.uri}
 	order := []string{"request-uri"}
 	add := func(k, v string) {
 		if _, seen := f[k]; !seen {
@@ -38,23 +35,19 @@ func fields(raw []byte) (map[string]string, []string, error) {
 		}
 		f[k] = v
 	}
-	if v := req.Via(); v != nil {
-		add("Via sent-by", v.SentBy())
-		add("Via parameters", v.Params.String())
+	if sentBy, params, ok := req.topVia(); ok {
+		add("Via sent-by", sentBy)
+		add("Via parameters", params)
 	}
-	if c := req.Contact(); c != nil {
-		add("Contact", c.Address.String())
+	for _, h := range []string{"Contact", "From", "To"} {
+		if v, ok := req.get(h); ok {
+			add(h, address(v))
+		}
 	}
-	if h := req.From(); h != nil {
-		add("From", h.Address.String())
+	if v, ok := req.get("Content-Length"); ok {
+		add("Content-Length", v)
 	}
-	if h := req.To(); h != nil {
-		add("To", h.Address.String())
-	}
-	if h := req.ContentLength(); h != nil {
-		add("Content-Length", h.Value())
-	}
-	for _, line := range strings.Split(string(req.Body()), "\n") {
+	for _, line := range strings.Split(string(req.body), "\n") {
 		line = strings.TrimRight(line, "\r")
 		if len(line) > 2 && line[1] == '=' && strings.ContainsRune("ocm", rune(line[0])) {
 			add("SDP "+line[:2], line[2:])

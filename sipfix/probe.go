@@ -26,8 +26,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/emiago/sipgo/sip"
 )
 
 // EchoContentType marks the echo's body: the request as it arrived, base64.
@@ -39,18 +37,12 @@ const EchoSourceHeader = "X-Voipgw-Echo-Source"
 // echoResponse builds the answer to one raw request; nil for ACK and for what is
 // not a request.
 func echoResponse(raw []byte, src netip.AddrPort) []byte {
-	msg, err := sip.ParseMessage(raw)
-	if err != nil {
+	req, _, err := parseSIP(raw, false)
+	if err != nil || req.status != 0 || req.method == "ACK" {
 		return nil
 	}
-	req, ok := msg.(*sip.Request)
-	if !ok || req.IsAck() {
-		return nil
-	}
-	res := sip.NewResponseFromRequest(req, 200, "OK", []byte(base64.StdEncoding.EncodeToString(raw)))
-	res.AppendHeader(sip.NewHeader("Content-Type", EchoContentType))
-	res.AppendHeader(sip.NewHeader(EchoSourceHeader, src.String()))
-	return []byte(res.String())
+	return response(req, 200, "OK", []sipHeader{{"Content-Type", EchoContentType}, {EchoSourceHeader, src.String()}},
+		[]byte(base64.StdEncoding.EncodeToString(raw)))
 }
 
 // Echo serves UDP and TCP on the same address until ctx ends.
@@ -115,7 +107,6 @@ func (e *Echo) serveTCP() {
 			from := c.RemoteAddr().(*net.TCPAddr).AddrPort()
 			var pending []byte
 			buf := make([]byte, 65535)
-			p := sip.NewParser()
 			for {
 				c.SetReadDeadline(time.Now().Add(30 * time.Second))
 				n, err := c.Read(buf)
@@ -125,7 +116,7 @@ func (e *Echo) serveTCP() {
 				pending = append(pending, buf[:n]...)
 				for {
 					// Frame by Content-Length; keep the bytes exactly as they came.
-					_, total, err := p.Parse(pending, true)
+					_, total, err := parseSIP(pending, true)
 					if err != nil {
 						if len(pending) > 1<<16 {
 							return
@@ -233,15 +224,14 @@ func Probe(ctx context.Context, server netip.AddrPort, transport string, timeout
 	callID := newTag()
 	var out []Request
 	var stream []byte
-	p := sip.NewParser()
-	readResponse := func() (*sip.Response, error) {
+	readResponse := func() (*sipMsg, error) {
 		buf := make([]byte, 65535)
 		for {
 			if transport == "tcp" && len(stream) > 0 {
-				if msg, total, err := p.Parse(stream, true); err == nil {
+				if msg, total, err := parseSIP(stream, true); err == nil {
 					stream = append([]byte(nil), stream[total:]...)
-					if r, ok := msg.(*sip.Response); ok {
-						return r, nil
+					if msg.status != 0 {
+						return msg, nil
 					}
 					continue
 				}
@@ -252,12 +242,12 @@ func Probe(ctx context.Context, server netip.AddrPort, transport string, timeout
 				return nil, err
 			}
 			if transport == "udp" {
-				msg, err := sip.ParseMessage(buf[:n])
+				msg, _, err := parseSIP(buf[:n], false)
 				if err != nil {
 					return nil, fmt.Errorf("unparsable answer: %w", err)
 				}
-				if r, ok := msg.(*sip.Response); ok {
-					return r, nil
+				if msg.status != 0 {
+					return msg, nil
 				}
 				continue
 			}
@@ -278,14 +268,14 @@ func Probe(ctx context.Context, server netip.AddrPort, transport string, timeout
 			}
 			return out, fmt.Errorf("%s over %s: %w", method, transport, err)
 		}
-		r.Status = res.StatusCode
-		if h := res.GetHeader(EchoSourceHeader); h != nil {
-			r.EchoSaw = h.Value()
+		r.Status = res.status
+		if v, ok := res.get(EchoSourceHeader); ok {
+			r.EchoSaw = v
 		}
-		if ct := res.GetHeader("Content-Type"); ct == nil || ct.Value() != EchoContentType {
-			return out, fmt.Errorf("%s over %s: the answer is not from a voipgw sip-echo (status %d)", method, transport, res.StatusCode)
+		if ct, ok := res.get("Content-Type"); !ok || ct != EchoContentType {
+			return out, fmt.Errorf("%s over %s: the answer is not from a voipgw sip-echo (status %d)", method, transport, res.status)
 		}
-		seen, err := base64.StdEncoding.DecodeString(string(res.Body()))
+		seen, err := base64.StdEncoding.DecodeString(string(res.body))
 		if err != nil {
 			return out, fmt.Errorf("%s over %s: echo body: %w", method, transport, err)
 		}
@@ -296,8 +286,8 @@ func Probe(ctx context.Context, server netip.AddrPort, transport string, timeout
 		out = append(out, r)
 		if method == "INVITE" {
 			tag := ""
-			if to := res.To(); to != nil {
-				tag, _ = to.Params.Get("tag")
+			if to, ok := res.get("To"); ok {
+				tag, _ = param(to, "tag")
 			}
 			conn.Write(buildAck(req, transport, local, tag))
 		}
