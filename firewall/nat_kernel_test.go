@@ -6,9 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/vishvananda/netlink"
 
@@ -118,14 +116,9 @@ func TestNATRemapDrawWithPackets(t *testing.T) {
 	}
 	seen := func(c *net.UDPConn, dst netip.AddrPort) netip.AddrPort {
 		t.Helper()
-		reply, _, ok, err := lab.Exchange(c, dst, "probe", 3*time.Second)
-		if err != nil || !ok {
-			t.Fatalf("%s → %s: no echo (%v)", c.LocalAddr(), dst, err)
-		}
-		f, _, _ := strings.Cut(reply, " ")
-		ap, err := netip.ParseAddrPort(f)
+		ap, err := lab.EchoSource(c, dst)
 		if err != nil {
-			t.Fatalf("echo %q: %v", reply, err)
+			t.Fatal(err)
 		}
 		return ap
 	}

@@ -90,6 +90,20 @@ type closerFunc func() error
 
 func (f closerFunc) Close() error { return f() }
 
+// EchoSource sends one datagram from c to a UDP echo of StartPlatform and returns
+// the source the echo saw (after the gateway's NAT: the phone's mapping).
+func EchoSource(c *net.UDPConn, dst netip.AddrPort) (netip.AddrPort, error) {
+	reply, _, ok, err := Exchange(c, dst, "probe", 3*time.Second)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	if !ok {
+		return netip.AddrPort{}, fmt.Errorf("%s → %s: no echo", c.LocalAddr(), dst)
+	}
+	f, _, _ := strings.Cut(reply, " ")
+	return netip.ParseAddrPort(f)
+}
+
 func udpEcho(c *net.UDPConn) {
 	buf := make([]byte, 2048)
 	for {

@@ -29,23 +29,11 @@ import (
 // the service saw (the external mapping).
 func mappedOnce(t *testing.T, c *net.UDPConn, dst netip.AddrPort) netip.AddrPort {
 	t.Helper()
-	got, err := echoSource(c, dst)
+	got, err := lab.EchoSource(c, dst)
 	if err != nil {
 		t.Fatalf("%s → %s: %v", c.LocalAddr(), dst, err)
 	}
 	return got
-}
-
-func echoSource(c *net.UDPConn, dst netip.AddrPort) (netip.AddrPort, error) {
-	reply, _, ok, err := lab.Exchange(c, dst, "probe", 3*time.Second)
-	if err != nil {
-		return netip.AddrPort{}, err
-	}
-	if !ok {
-		return netip.AddrPort{}, fmt.Errorf("no echo")
-	}
-	f, _, _ := strings.Cut(reply, " ")
-	return netip.ParseAddrPort(f)
 }
 
 // deleteConntrackOf deletes the gateway's conntrack entries whose original source
@@ -209,7 +197,7 @@ func TestFullConeManyPhonesInLab(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				<-start
-				got[i], errs[i] = echoSource(conns[i], dsts[(r+i)%len(dsts)])
+				got[i], errs[i] = lab.EchoSource(conns[i], dsts[(r+i)%len(dsts)])
 			}()
 		}
 		close(start)

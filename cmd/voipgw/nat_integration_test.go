@@ -19,14 +19,9 @@ func mappedVia(t *testing.T, c *net.UDPConn, dst netip.AddrPort) netip.AddrPort 
 	t.Helper()
 	var seen netip.AddrPort
 	for i := 0; i < 2; i++ {
-		reply, _, ok, err := lab.Exchange(c, dst, "probe", 3*time.Second)
-		if err != nil || !ok {
-			t.Fatalf("%s → %s: no echo (%v)", c.LocalAddr(), dst, err)
-		}
-		f, _, _ := strings.Cut(reply, " ")
-		got, err := netip.ParseAddrPort(f)
+		got, err := lab.EchoSource(c, dst)
 		if err != nil {
-			t.Fatalf("echo %q: %v", reply, err)
+			t.Fatal(err)
 		}
 		if seen.IsValid() && got != seen {
 			t.Fatalf("%s → %s: mapping changed within one flow: %s then %s", c.LocalAddr(), dst, seen, got)
