@@ -108,10 +108,10 @@ var ErrNoServer = errors.New("no answer from the STUN server")
 // looks for.
 //
 // Test I is one binding sent twice on the same socket: a NAT that learns its
-// mapping from a flow's packets (voipgw's full cone learns from an endpoint's
-// second packet) must have seen the flow before the filtering test asks the
-// server to answer from elsewhere; the second answer also has to agree with the
-// first.
+// mapping from a flow's later packets (voipgw's full cone maps an endpoint from
+// its first packet, other NATs may not) must have seen the flow before the
+// filtering test asks the server to answer from elsewhere; the second answer also
+// has to agree with the first.
 func (c *Client) Discover(ctx context.Context) (Result, error) {
 	var r Result
 	local := c.Local
