@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -26,6 +28,8 @@ var (
 	payloadLen  = flag.Int("payload", 64, "forward: UDP payload bytes")
 	baselineBin = flag.String("baseline", "", "a second voipgw binary (the one before a change) measured in the same rounds")
 	ablate      = flag.Bool("ablate", false, "forward: also measure the voipgw table with parts removed (what its per-packet cost is made of)")
+	twoWay      = flag.Bool("twoway", false, "forward: the receiver echoes every datagram (a two-way RTP-like flow: established after the first reply); the figure is the datagrams forwarded both ways")
+	extraTables = flag.String("tables", "", "forward: comma-separated nft files, each a candidate 'table inet voipgw' (e.g. an edited `voipgw render`), measured as more variants")
 )
 
 var target = netip.AddrPortFrom(lab.SBC, targetPort)
@@ -107,6 +111,20 @@ func benchForward(e *env) error {
 		fmt.Printf("setup: nft -f linear chain, %d rules: %v\n", len(pairs), time.Since(t0).Round(time.Millisecond))
 		vs = append(vs, &variant{name: fmt.Sprintf("linear chain, %d rules", len(pairs)), family: "ip", table: "bench_linear"})
 	}
+	for i, f := range strings.Split(*extraTables, ",") {
+		if f == "" {
+			continue
+		}
+		text, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		name := fmt.Sprintf("vgx%d", i)
+		if err := e.nft(strings.Replace(string(text), "table inet voipgw {", "table inet "+name+" {", 1)); err != nil {
+			return fmt.Errorf("%s: %w", f, err)
+		}
+		vs = append(vs, &variant{name: "table " + filepath.Base(f), family: "inet", table: name})
+	}
 	if *ablate {
 		more, err := e.ablations(small)
 		if err != nil {
@@ -118,14 +136,21 @@ func benchForward(e *env) error {
 		v.pps = series{name: v.name, unit: "pps"}
 	}
 
-	rx, err := startReceiver(e.l.Inet)
+	rx, err := startReceiver(e.l.Inet, *twoWay)
 	if err != nil {
 		return err
 	}
 	defer rx.stop()
+	if *twoWay {
+		rx.back = e.l.Phone1
+	}
 
-	fmt.Printf("\nforward: %d-byte UDP payloads, phone1 → gw → inet %s (one-way: every packet is ct state new and goes through the allowlist lookup), %d rounds × %v per variant, order rotated per round\n",
-		*payloadLen, target, *rounds, *dur)
+	flow := "one-way: every packet is ct state new and goes through the allowlist lookup"
+	if *twoWay {
+		flow = "two-way: inet echoes every datagram, the flow is established after the first reply; pps = datagrams forwarded both ways"
+	}
+	fmt.Printf("\nforward: %d-byte UDP payloads, phone1 → gw → inet %s (%s), %d rounds × %v per variant, order rotated per round\n",
+		*payloadLen, target, flow, *rounds, *dur)
 	for r := range *rounds {
 		for k := range vs {
 			v := vs[(r+k)%len(vs)]
@@ -152,7 +177,7 @@ func benchForward(e *env) error {
 			fmt.Println(ratioLine("baseline voipgw(10) / masquerade", &v.pps, &vs[0].pps, "", 0))
 			fmt.Println(ratioLine("voipgw(10) / baseline voipgw(10)", &vs[1].pps, &v.pps, ">=", 1))
 		}
-		if strings.HasPrefix(v.table, "vgab") {
+		if strings.HasPrefix(v.table, "vgab") || strings.HasPrefix(v.table, "vgx") {
 			fmt.Println(ratioLine(v.name+" / masq", &v.pps, &vs[0].pps, "", 0))
 		}
 	}
@@ -266,15 +291,17 @@ func blast(ctx context.Context, c *net.UDPConn, sent *atomic.Int64) error {
 }
 
 // receiver drains the target port in the inet namespace (so no ICMP port
-// unreachable flows back) and reads the interface's receive counter.
+// unreachable flows back), echoes what it reads when echo is set, and reads the
+// interfaces' receive counters.
 type receiver struct {
 	ns   *lab.NS
+	back *lab.NS // with echo: the sender's namespace, whose eth0 counts the echoes forwarded back
 	conn *net.UDPConn
 	got  atomic.Int64
 	wg   sync.WaitGroup
 }
 
-func startReceiver(ns *lab.NS) (*receiver, error) {
+func startReceiver(ns *lab.NS, echo bool) (*receiver, error) {
 	r := &receiver{ns: ns}
 	err := ns.Do(func() error {
 		var err error
@@ -293,12 +320,22 @@ func startReceiver(ns *lab.NS) (*receiver, error) {
 		for i := range msgs {
 			msgs[i].Buffers = [][]byte{make([]byte, 2048)}
 		}
+		out := make([]ipv4.Message, len(msgs))
 		for {
 			n, err := pc.ReadBatch(msgs, 0)
 			if err != nil {
 				return
 			}
 			r.got.Add(int64(n))
+			if !echo {
+				continue
+			}
+			// The same datagrams back to their sources: the sender never reads, its
+			// socket drops them after its namespace's interface counted them.
+			for i := range n {
+				out[i] = ipv4.Message{Buffers: [][]byte{msgs[i].Buffers[0][:msgs[i].N]}, Addr: msgs[i].Addr}
+			}
+			_, _ = pc.WriteBatch(out[:n], 0)
 		}
 	}()
 	return r, nil
@@ -308,17 +345,27 @@ func (r *receiver) stop() { r.conn.Close(); r.wg.Wait() }
 
 // linkPackets is the inet namespace's eth0 receive counter: every datagram the
 // gateway forwarded, whether or not the receiving socket kept up.
+// With echo, the sender's namespace's eth0 receive counter is added: the echoes
+// the gateway forwarded back.
 func (r *receiver) linkPackets() (uint64, error) {
-	var n uint64
-	err := r.ns.Do(func() error {
-		l, err := netlink.LinkByName("eth0")
-		if err != nil {
-			return err
+	var sum uint64
+	for _, ns := range []*lab.NS{r.ns, r.back} {
+		if ns == nil {
+			continue
 		}
-		n = l.Attrs().Statistics.RxPackets
-		return nil
-	})
-	return n, err
+		err := ns.Do(func() error {
+			l, err := netlink.LinkByName("eth0")
+			if err != nil {
+				return err
+			}
+			sum += l.Attrs().Statistics.RxPackets
+			return nil
+		})
+		if err != nil {
+			return 0, err
+		}
+	}
+	return sum, nil
 }
 
 // ablations installs copies of the 10-entry table (as voipgw render prints it)
@@ -334,12 +381,15 @@ func (e *env) ablations(cfg string) ([]*variant, error) {
 		drop []string // chains
 		edit func(string) string
 	}{
-		{name: "voipgw − full-cone learning", edit: dropRules("@nat_", "@pinhole6")},
-		{name: "voipgw − media tracking", edit: dropRules("@media_out")},
+		{name: "voipgw − refresh tick (mappings, media tracking, pinholes)", edit: dropRules("@tick")},
 		{name: "voipgw − SIP/RTP ct timeouts", edit: dropRules("ct timeout set")},
-		{name: "voipgw − allowed counter", edit: func(s string) string { return strings.ReplaceAll(s, `counter name "allowed" accept`, "accept") }},
 		{name: "voipgw − scan detection", edit: dropRules("jump wan_scan")},
-		{name: "voipgw − the three in voip_out", edit: dropRules("@nat_", "@pinhole6", "@media_out", "ct timeout set")},
+		// Floors: what any filter in the forward hook costs. A voip_out of only the
+		// WAN check and the confirmed accept, and a forward chain of one accept rule.
+		{name: "floor: voip_out = WAN check + confirmed accept", edit: replaceChainBody("voip_out",
+			"\t\toifname != \"wan0\" drop\n\t\tct status confirmed accept\n\t\taccept")},
+		{name: "floor: forward hook, one accept rule", edit: replaceChainBody("forward",
+			"\t\ttype filter hook forward priority filter - 1; policy accept;\n\t\tiifname \"voip0\" accept")},
 	} {
 		t := text
 		for _, c := range a.drop {
@@ -374,6 +424,27 @@ func dropRules(subs ...string) func(string) string {
 				}
 			}
 			out = append(out, l)
+		}
+		return strings.Join(out, "\n")
+	}
+}
+
+// replaceChainBody replaces the lines of "\tchain NAME {" … "\t}" with body.
+func replaceChainBody(name, body string) func(string) string {
+	return func(text string) string {
+		var out []string
+		skip := false
+		for _, l := range strings.Split(text, "\n") {
+			switch {
+			case l == "\tchain "+name+" {":
+				skip = true
+				out = append(out, l, body)
+			case skip && l == "\t}":
+				skip = false
+				out = append(out, l)
+			case !skip:
+				out = append(out, l)
+			}
 		}
 		return strings.Join(out, "\n")
 	}
