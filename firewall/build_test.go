@@ -305,9 +305,9 @@ func TestRenderRuleOrder(t *testing.T) {
 	r := tbl.Render()
 	out := renderedChain(t, r, "voip_out")
 	inOrder(t, "voip_out", out,
-		`oifname @lan_ifs counter name "blocked_lan" drop`,
 		`oifname != "wan" counter name "blocked_lan" drop`,
-		`ct state established,related accept`,
+		`ct status confirmed accept`,
+		`ct state related accept`,
 		`ct state invalid drop`,
 		`ip daddr . meta l4proto . th dport @allow4 counter name "allowed" accept`,
 		`ip daddr . meta l4proto . th dport @allow4_ranges counter name "allowed" accept`,
@@ -317,15 +317,14 @@ func TestRenderRuleOrder(t *testing.T) {
 	if last := out[len(out)-1]; last != `counter name "blocked_not_allowlisted" drop` {
 		t.Errorf("voip_out ends with %q", last)
 	}
-	// Nothing accepts before the LAN and non-WAN drops.
-	for _, l := range out[:2] {
+	// Nothing accepts before the LAN and non-WAN drop.
+	for _, l := range out[:1] {
 		if strings.Contains(l, "accept") {
 			t.Errorf("voip_out starts with an accept: %q", l)
 		}
 	}
 	in := renderedChain(t, r, "voip_in")
 	inOrder(t, "voip_in", in,
-		`iifname @lan_ifs counter name "blocked_lan" drop`,
 		`iifname != "wan" counter name "blocked_lan" drop`,
 		`ct state established,related accept`,
 	)

@@ -85,6 +85,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
 
 	"github.com/voipgw/voipgw/config"
 )
@@ -105,6 +106,9 @@ const (
 	ChainNATOutput = "nat_output"
 	ChainNATClaim  = "nat_claim"
 	ChainMedia     = "media_track"
+	ChainRefresh   = "voip_refresh"
+	SetTick4       = "tick4"
+	SetTick6       = "tick6"
 
 	CounterNATInbound   = "nat_inbound"   // new inbound flows let in through a mapping or pinhole
 	CounterNATRemapped  = "nat_remapped"  // endpoints given a remapped port: theirs was another endpoint's mapping
@@ -152,15 +156,74 @@ const natMapSize = 65535
 // Enabled and Keepalive (a spec built by hand) it adds nothing.
 func addNAT(t *Table, s Spec) {
 	n := s.NAT
-	if n.Enabled && n.Timeout > 0 {
-		addFullCone(t, s)
-	}
+	var refresh []Rule
 	if n.Keepalive > 0 && len(n.MediaPorts) > 0 {
-		addMediaTracking(t, s)
+		refresh = append(refresh, addMediaTracking(t, s)...)
 	}
+	if n.Enabled && n.Timeout > 0 {
+		refresh = append(refresh, addFullCone(t, s)...)
+	}
+	addRefresh(t, s, refresh)
 }
 
-func addFullCone(t *Table, s Spec) {
+// tickTimeout is the life of a tick4/6 element after its flow's last packet: longer
+// than one tick, so a busy flow keeps its element (and its limit's state).
+const tickTimeout = 2 * time.Second
+
+// addRefresh puts the per-packet bookkeeping (media tracking, mapping refresh,
+// IPv6 pinholes: rs) in chain voip_refresh and jumps to it from the top of
+// voip_out at most a few times a second per flow. Refreshing on every packet
+// cost a forwarded packet four to six set updates (BENCHMARKS.md §1); what the
+// refresh keeps alive lives for seconds to minutes (mapping timeout ≥ 5 s,
+// keep-alive interval ≥ 1 s), so a tick of a quarter of the shortest of them is
+// as good. The tick is `update @tick4 { flow limit rate R/second burst 1
+// packets }`: the first packet of a flow passes, then one per 1/R s; a flow that
+// sends less often (SIP keep-alives every 30 s) refreshes on every packet.
+//
+// The refresh sits before the `ct status confirmed` accept, so flows that never
+// become established (one-way media, a phone's first REGISTERs) refresh too.
+func addRefresh(t *Table, s Spec, rs []Rule) {
+	if len(rs) == 0 {
+		return
+	}
+	shortest := time.Duration(0)
+	for _, d := range []time.Duration{s.NAT.Timeout, s.NAT.Keepalive} {
+		if d > 0 && (shortest == 0 || d < shortest) {
+			shortest = d
+		}
+	}
+	rate := uint64(1)
+	if shortest > 0 && shortest < 4*time.Second {
+		rate = uint64((4*time.Second + shortest - 1) / shortest)
+	}
+	tick := limitRate(false, rate, expr.LimitTimeSecond, 1)
+	flow4 := []Field{nftables.TypeIPAddr, nftables.TypeInetService, nftables.TypeIPAddr, nftables.TypeInetService}
+	flow6 := []Field{nftables.TypeIP6Addr, nftables.TypeInetService, nftables.TypeIP6Addr, nftables.TypeInetService}
+	// Keep: an unchanged re-apply leaves the ticks alone (a diff that empties a set
+	// is a kernel commit with deletions); a full replace carries them.
+	t.Sets = append(t.Sets, &Set{Name: SetTick4, Fields: flow4, Dynamic: true, Timeout: tickTimeout, Size: natMapSize, Keep: true,
+		Comment: "flows refreshed in the last tick (voip_refresh)"})
+	ticks := []Rule{rule(addrInPrefix(addrField{}, s.Subnet4, false), withUDP(updateFlowLimit(false, SetTick4, tick)), jump(ChainRefresh))}
+	if s.Subnet6.IsValid() {
+		t.Sets = append(t.Sets, &Set{Name: SetTick6, Fields: flow6, Dynamic: true, Timeout: tickTimeout, Size: natMapSize, Keep: true,
+			Comment: "flows refreshed in the last tick (voip_refresh)"})
+		ticks = append(ticks, rule(addrInPrefix(addrField{v6: true}, s.Subnet6, false), withUDP(updateFlowLimit(true, SetTick6, tick)), jump(ChainRefresh)))
+	}
+	t.Chains = append(t.Chains, &Chain{Name: ChainRefresh, Comment: "phones' flows: media tracking, mapping refresh, pinholes (a few times a second per flow)", Rules: rs})
+	insertAfter(t, "voip_out", oifname(s.WAN, true).Text+" "+counterName(CounterLAN).Text+" drop", ticks)
+}
+
+// withUDP puts the `meta l4proto udp` that a statement's `udp sport` implies in
+// front of its expressions (nft adds it when it parses the statement and hides it
+// when it lists it).
+func withUDP(st Stmt) Stmt {
+	st.Exprs = append(l4proto(unix.IPPROTO_UDP), st.Exprs...)
+	return st
+}
+
+// addFullCone adds the full cone's sets and chains and returns its refresh rules
+// (for voip_refresh).
+func addFullCone(t *Table, s Spec) []Rule {
 	n := s.NAT
 	wan := s.WAN
 	t.Counters = append(slices.Clone(t.Counters), CounterNATInbound, CounterNATRemapped, CounterNATExhausted)
@@ -238,12 +301,13 @@ func addFullCone(t *Table, s Spec) {
 		return rs
 	}
 	learn, output := refresh(), refresh(oifname(wan, false))
+	var claimJump []Rule
 	if n.WANAddr.Is4() {
 		// One rule on the hot path; the choice itself only for a new endpoint. The
 		// router's own flows from a VoIP address (voipgw diagnose from the gateway
 		// address) are mapped like a phone's.
 		toClaim := []Stmt{phones, ports, ctState(false, expr.CtStateBitNEW), endpointIn(true, SetNATEps4, ports.Text == ""), jump(ChainNATClaim)}
-		learn = append(learn, rules(toClaim...))
+		claimJump = append(claimJump, rules(toClaim...))
 		output = append(output, rules(append([]Stmt{oifname(wan, false)}, toClaim...)...))
 		claim := []Rule{rule(metaNfproto(false), udpSportNotIn(SetNATHeld4), claimOwnPort(), ret())}
 		for range remapTries {
@@ -252,7 +316,9 @@ func addFullCone(t *Table, s Spec) {
 		claim = append(claim, rule(counterName(CounterNATExhausted), drop()))
 		t.Chains = append(t.Chains, &Chain{Name: ChainNATClaim, Comment: "full cone: choose a new endpoint's external port", Rules: claim})
 	}
-	insertAfter(t, "voip_out", oifname(wan, true).Text+" "+counterName(CounterLAN).Text+" drop", learn)
+	// The claim is for a flow's first packet only: after the `ct status confirmed`
+	// accept and the invalid drop, before the allowlist.
+	insertAfter(t, "voip_out", "ct state invalid drop", claimJump)
 	t.Chains = append(t.Chains, &Chain{Name: ChainNATOutput, Comment: "full cone: the router's packets from a VoIP address (keep-alives, self-tests)",
 		Hook: filterHook(nftables.ChainHookOutput, "output", 0, "filter"), Rules: output})
 
@@ -269,9 +335,12 @@ func addFullCone(t *Table, s Spec) {
 		last := len(vin.Rules) - 1 // the final counted drop stays last
 		vin.Rules = slices.Concat(vin.Rules[:last], accepts, vin.Rules[last:])
 	}
+	return learn
 }
 
-func addMediaTracking(t *Table, s Spec) {
+// addMediaTracking adds the media sets and returns the rules that track the
+// phones' media flows (for voip_refresh).
+func addMediaTracking(t *Table, s Spec) []Rule {
 	n := s.NAT
 	t.Sets = append(t.Sets,
 		&Set{Name: SetMediaPorts, Fields: []Field{nftables.TypeInetService}, Interval: true,
@@ -287,12 +356,13 @@ func addMediaTracking(t *Table, s Spec) {
 			Comment: "media flows whose phone sent within the keep-alive interval"})
 		rs = append(rs, rule(udpDportIn(SetMediaPorts), updateFlow(true, SetMediaOut6)))
 	}
-	// In voip_out (phones to WAN only; the LAN and non-WAN drops come first) before the
-	// established accept, so every packet of a live flow refreshes it. A base chain of
-	// its own cost every forwarded packet a hook traversal (see BENCHMARKS.md). A new
-	// flow the allowlist then drops refreshes an element too, but never gets a
-	// conntrack entry, so the helper never follows it.
-	insertAfter(t, "voip_out", oifname(s.WAN, true).Text+" "+counterName(CounterLAN).Text+" drop", rs)
+	// In voip_refresh (jumped to from voip_out: phones to WAN only, after the LAN
+	// and non-WAN drops, before the established accept), so a live flow's element is
+	// refreshed at least every tick. A base chain of its own cost every forwarded
+	// packet a hook traversal (see BENCHMARKS.md). A new flow the allowlist then
+	// drops refreshes an element too, but never gets a conntrack entry, so the
+	// helper never follows it.
+	return rs
 }
 
 // keepEndpoints is the Carry of the NAT maps: elements whose phone endpoint (taken
@@ -353,8 +423,9 @@ func chainByName(t *Table, name string) *Chain {
 
 // Conntrack status bits (IPS_SRC_NAT, IPS_DST_NAT).
 const (
-	ctStatusSNAT = 0x10
-	ctStatusDNAT = 0x20
+	ctStatusConfirmed = 0x08
+	ctStatusSNAT      = 0x10
+	ctStatusDNAT      = 0x20
 )
 
 // Key layout of the maps as the kernel stores them (each field padded to 4 bytes).

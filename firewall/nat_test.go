@@ -64,25 +64,48 @@ func TestBuildNAT(t *testing.T) {
 				!strings.HasSuffix(post[2], " masquerade") {
 				t.Errorf("postrouting: mapping, then held port (outside nat.port), then plain masquerade; got\n%s", strings.Join(post, "\n"))
 			}
-			// Learning in voip_out, before the established accept: refresh (own flows,
-			// inbound-started flows), IPv6 pinholes, then a new flow of an endpoint without
-			// a mapping goes to nat_claim: its own port, remapTries draws from the remap
-			// range, a counted drop; all claims locked by nat_claim4.
+			// Learning: voip_out's tick rules (before the confirmed accept, so every
+			// flow, one-way too, refreshes) jump to voip_refresh at most once a second
+			// per flow: refresh (own flows, inbound-started flows), IPv6 pinholes. After
+			// the confirmed accept (a flow's first packet only), a new flow of an
+			// endpoint without a mapping goes to nat_claim: its own port, remapTries
+			// draws from the remap range, a counted drop; all claims locked by nat_claim4.
 			out := chainRules(t, tbl, "voip_out")
-			var lr []string
-			est := slices.Index(out, "ct state established,related accept")
+			confirmed := slices.Index(out, "ct status confirmed accept")
+			invalid := slices.Index(out, "ct state invalid drop")
+			if confirmed < 0 || invalid < confirmed {
+				t.Fatalf("voip_out: no confirmed accept before the invalid drop:\n%s", strings.Join(out, "\n"))
+			}
+			var ticks []int
 			for i, r := range out {
-				if strings.Contains(r, "@nat_") || strings.Contains(r, "@pinhole6") {
-					if i > est {
-						t.Errorf("voip_out: learning rule after the established accept: %s", r)
+				if strings.Contains(r, "@tick") {
+					ticks = append(ticks, i)
+					if i > confirmed || !strings.HasSuffix(r, "limit rate 1/second burst 1 packets } jump voip_refresh") {
+						t.Errorf("voip_out: tick rule %d must come before the confirmed accept and jump to voip_refresh: %s", i, r)
 					}
+				}
+				if strings.Contains(r, "@nat_") && !strings.Contains(r, "jump nat_claim") {
+					t.Errorf("voip_out: per-packet learning outside voip_refresh: %s", r)
+				}
+			}
+			if len(ticks) != 2 || !strings.HasPrefix(out[ticks[0]], "ip saddr 192.0.2.0/25 update @tick4 { ip saddr . udp sport . ip daddr . udp dport ") ||
+				!strings.HasPrefix(out[ticks[1]], "ip6 saddr 2001:db8:20::/64 update @tick6 { ip6 saddr . udp sport . ip6 daddr . udp dport ") {
+				t.Errorf("voip_out: want a tick rule per family:\n%s", strings.Join(out, "\n"))
+			}
+			claimAt := slices.IndexFunc(out, func(r string) bool { return strings.HasSuffix(r, "jump nat_claim") })
+			if claimAt < invalid {
+				t.Errorf("voip_out: the claim must come after the confirmed accept and the invalid drop (first packets only):\n%s", strings.Join(out, "\n"))
+			}
+			var lr []string
+			for _, r := range chainRules(t, tbl, ChainRefresh) {
+				if strings.Contains(r, "@nat_") || strings.Contains(r, "@pinhole6") {
 					lr = append(lr, r)
 				}
 			}
-			if len(lr) != 4 {
-				t.Fatalf("voip_out has %d learning rules, want 4:\n%s", len(lr), strings.Join(out, "\n"))
+			if len(lr) != 3 {
+				t.Fatalf("voip_refresh has %d learning rules, want 3:\n%s", len(lr), strings.Join(chainRules(t, tbl, ChainRefresh), "\n"))
 			}
-			lr = slices.Delete(lr, 2, 3) // the pinhole
+			lr = append(lr[:2], out[claimAt])
 			if got := chainRules(t, tbl, ChainNATOutput); len(got) != 4 || !strings.HasPrefix(got[0], `oifname "wan0" `+lr[0]) || got[3] != `oifname "wan0" `+lr[2] {
 				t.Errorf("nat_output must refresh mappings of router-sent packets from a phone's address:\n%s", strings.Join(got, "\n"))
 			}
@@ -205,14 +228,19 @@ func TestBuildNATWithoutWANAddress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range []string{"voip_out", "postrouting", ChainNATOutput} {
+	for _, c := range []string{"voip_out", ChainRefresh, "postrouting", ChainNATOutput} {
 		for _, r := range chainRules(t, tbl, c) {
 			if strings.Contains(r, "@nat_out4") || strings.Contains(r, "@nat_eps4") {
 				t.Errorf("%s: %s", c, r)
 			}
 		}
 	}
-	if !slices.ContainsFunc(chainRules(t, tbl, "voip_out"), func(r string) bool { return strings.Contains(r, "@pinhole6") }) {
-		t.Errorf("voip_out lost the IPv6 pinholes")
+	if !slices.ContainsFunc(chainRules(t, tbl, ChainRefresh), func(r string) bool { return strings.Contains(r, "@pinhole6") }) {
+		t.Errorf("voip_refresh lost the IPv6 pinholes")
+	}
+	for _, r := range chainRules(t, tbl, ChainRefresh) {
+		if strings.Contains(r, "@nat_") {
+			t.Errorf("%s: %s", ChainRefresh, r)
+		}
 	}
 }

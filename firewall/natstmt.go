@@ -291,7 +291,11 @@ func daddrDportIn6(set string) Stmt {
 }
 
 // updateFlow is `update @media_out4 { ip saddr . udp sport . ip daddr . udp dport }`.
-func updateFlow(v6 bool, set string) Stmt {
+func updateFlow(v6 bool, set string) Stmt { return updateFlowLimit(v6, set, Stmt{}) }
+
+// updateFlowLimit is updateFlow with a limit in the element (`… udp dport limit
+// rate 1/second burst 1 packets }`): past the limit the rule ends there.
+func updateFlowLimit(v6 bool, set string, limit Stmt) Stmt {
 	fam, kw, alen, soff := byte(unix.NFPROTO_IPV4), "ip", uint32(4), uint32(12)
 	if v6 {
 		fam, kw, alen, soff = unix.NFPROTO_IPV6, "ip6", 16, 8
@@ -303,7 +307,11 @@ func updateFlow(v6 bool, set string) Stmt {
 		&expr.Payload{DestRegister: reg32(words), Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2},
 		&expr.Payload{DestRegister: reg32(words + 1), Base: expr.PayloadBaseNetworkHeader, Offset: soff + alen, Len: alen},
 		&expr.Payload{DestRegister: reg32(2*words + 1), Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-		&expr.Dynset{SrcRegKey: reg32(0), SetName: set, Operation: unix.NFT_DYNSET_OP_UPDATE},
+		&expr.Dynset{SrcRegKey: reg32(0), SetName: set, Operation: unix.NFT_DYNSET_OP_UPDATE, Exprs: limit.Exprs},
 	)
-	return Stmt{Text: "update @" + set + " { " + kw + " saddr . udp sport . " + kw + " daddr . udp dport }", Exprs: exprs}
+	key := kw + " saddr . udp sport . " + kw + " daddr . udp dport"
+	if limit.Text != "" {
+		key += " " + limit.Text
+	}
+	return Stmt{Text: "update @" + set + " { " + key + " }", Exprs: exprs}
 }

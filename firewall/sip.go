@@ -140,8 +140,8 @@ func addSIP(t *Table, s Spec) {
 			Comment: c.comment, Elems: portSpanElems(c.ports)})
 		rules = append(rules, rule(udpDportIn(c.set), ctTimeoutSet(c.obj)))
 	}
-	// The timeouts go into voip_out right after the established/invalid rules, so only
-	// a flow's first packet evaluates them: `ct timeout set` takes effect only before
+	// The timeouts go into voip_out right after the confirmed/related/invalid rules, so
+	// only a flow's first packet evaluates them: `ct timeout set` takes effect only before
 	// conntrack confirms the entry anyway, and a base chain of their own cost every
 	// forwarded packet a hook traversal (see BENCHMARKS.md).
 	insertAfter(t, "voip_out", "ct state invalid drop", rules)

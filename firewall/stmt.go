@@ -69,28 +69,6 @@ func oifname(name string, neq bool) Stmt {
 	}
 }
 
-// oifnameIn matches the output interface against a named set: `oifname @lan_ifs`.
-func oifnameIn(set string) Stmt {
-	return Stmt{
-		Text: "oifname @" + set,
-		Exprs: []expr.Any{
-			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: reg1},
-			&expr.Lookup{SourceRegister: reg1, SetName: set},
-		},
-	}
-}
-
-// iifnameIn matches the input interface against a named set: `iifname @lan_ifs`.
-func iifnameIn(set string) Stmt {
-	return Stmt{
-		Text: "iifname @" + set,
-		Exprs: []expr.Any{
-			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
-			&expr.Lookup{SourceRegister: reg1, SetName: set},
-		},
-	}
-}
-
 var ctStateNames = []struct {
 	bit  uint32
 	name string

@@ -244,7 +244,7 @@ func Build(s Spec) (*Table, error) {
 	plat4, plat6 := platformRanges(s.Allow)
 
 	t.Sets = append(t.Sets,
-		&Set{Name: SetLANIfs, Fields: []Field{nftables.TypeIFName}, Comment: "data LAN devices", Elems: ifnameElems(s.LAN)},
+		&Set{Name: SetLANIfs, Fields: []Field{nftables.TypeIFName}, Comment: "data LAN devices (for the admin: the rules let the phones reach WAN only)", Elems: ifnameElems(s.LAN)},
 		&Set{Name: SetAllow4, Fields: allowFields(false), Comment: "allowlist: single address and port", Packed: packedBoxes(exact4)},
 		&Set{Name: SetAllow4Range, Fields: allowFields(false), Interval: true, Comment: "allowlist: subnets and port ranges", Elems: boxElems(ranges4, true)},
 		&Set{Name: SetAllow6, Fields: allowFields(true), Comment: "allowlist: single address and port", Packed: packedBoxes(exact6)},
@@ -315,13 +315,23 @@ func Build(s Spec) (*Table, error) {
 	fwdFirst := rule(iifname(s.VoIPIf, false), jump("voip_out"))
 	fwdFirst.Comment = ConfigComment(s.ConfigHash)
 	t.Chains = append(t.Chains,
+		// Packets to the phones go to voip_in before scan detection: replies of the
+		// phones' own flows (most of their traffic) are accepted there first, and
+		// voip_in sends only new inbound flows through wan_scan.
 		&Chain{Name: "forward", Hook: filterHook(nftables.ChainHookForward, "forward", 0, "filter"), Rules: slices.Concat(
-			[]Rule{fwdFirst}, scanJump, []Rule{rule(oifname(s.VoIPIf, false), jump("voip_in"))},
+			[]Rule{fwdFirst, rule(oifname(s.VoIPIf, false), jump("voip_in"))}, scanJump,
 		)},
+		// voip_out is on the path of every packet the phones send: what a flow's
+		// later packets evaluate is kept to a few rules (BENCHMARKS.md §1). The LAN
+		// devices need no rule of their own: only WAN passes. A conntrack entry is
+		// confirmed only when its first packet was accepted, by these rules, so a
+		// confirmed flow's later packets get the same verdict without the allowlist
+		// lookups: one-way flows (RTP before the far end answers) stay `ct state new`
+		// for good, and established flows are confirmed anyway.
 		&Chain{Name: "voip_out", Comment: "phones to anywhere: only the allowlist, only via WAN", Rules: []Rule{
-			rule(oifnameIn(SetLANIfs), counterName(CounterLAN), drop()),
 			rule(oifname(s.WAN, true), counterName(CounterLAN), drop()),
-			rule(established, accept()),
+			rule(ctStatus(ctStatusConfirmed, "confirmed"), accept()),
+			rule(ctState(false, expr.CtStateBitRELATED), accept()),
 			rule(invalid, drop()),
 			rule(daddrProtoPortIn(false, SetAllow4), counterName(CounterAllowed), accept()),
 			rule(daddrProtoPortIn(false, SetAllow4Range), counterName(CounterAllowed), accept()),
@@ -329,12 +339,13 @@ func Build(s Spec) (*Table, error) {
 			rule(daddrProtoPortIn(true, SetAllow6Range), counterName(CounterAllowed), accept()),
 			rule(counterName(CounterNotAllowlisted), drop()),
 		}},
-		&Chain{Name: "voip_in", Comment: "anything to the phones: replies from WAN only", Rules: []Rule{
-			rule(iifnameIn(SetLANIfs), counterName(CounterLAN), drop()),
+		&Chain{Name: "voip_in", Comment: "anything to the phones: replies from WAN only", Rules: slices.Concat([]Rule{
 			rule(iifname(s.WAN, true), counterName(CounterLAN), drop()),
 			rule(established, accept()),
+		}, voipInScan(s), []Rule{
 			rule(counterName(CounterInbound), drop()),
-		}},
+		}),
+		},
 		&Chain{Name: "postrouting", Hook: &Hook{Type: nftables.ChainTypeNAT, Hooknum: nftables.ChainHookPostrouting,
 			HookName: "postrouting", Priority: 100, PrioText: "srcnat"}, Rules: []Rule{
 			rule(oifname(s.WAN, false), addrInPrefix(addrField{}, s.Subnet4, false), masquerade()),
@@ -345,6 +356,15 @@ func Build(s Spec) (*Table, error) {
 	addNAT(t, s)     // nat.go
 	runBeforeFW4(t)  // fw4.go
 	return t, nil
+}
+
+// voipInScan sends new inbound flows to the phones (only WAN gets this far in
+// voip_in) through scan detection.
+func voipInScan(s Spec) []Rule {
+	if !s.Scan.Enabled {
+		return nil
+	}
+	return []Rule{rule(jump("wan_scan"))}
 }
 
 // ConfigComment is the comment that carries the applied config's hash in the table,

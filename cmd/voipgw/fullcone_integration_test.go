@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -310,4 +311,85 @@ func TestFullConeClaimLockInLab(t *testing.T) {
 		t.Errorf("phone2 got %s within the lifetime of phone1's claim of it: the claim lock does not hold", m2)
 	}
 	t.Logf("phone2 :%d → %s while phone1's claim of :%d was live", port, m2, port)
+}
+
+// A busy one-way flow (RTP before the far end answers: conntrack keeps it `ct state
+// new` for good) keeps its mapping for as long as it sends: the mapping refresh
+// runs on a tick of voip_out (at most once a second per flow), not on every packet,
+// and must still renew it. The accepted flow's later packets all pass (conntrack
+// confirmed the flow), and a refused flow's later packets stay refused.
+func TestFullConeBusyOneWayFlowInLab(t *testing.T) {
+	const port = 41130
+	const timeout = 5 * time.Second
+	l, gw, p1, _ := twoPhonesOnPort(t, natEIF+"\toption timeout '5'\n", port)
+	sink := func(dst netip.AddrPort) *atomic.Int64 {
+		c, err := lab.ListenUDP(l.Inet, dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		var n atomic.Int64
+		go func() {
+			buf := make([]byte, 2048)
+			for {
+				if _, _, err := c.ReadFromUDPAddrPort(buf); err != nil {
+					return
+				}
+				n.Add(1)
+			}
+		}()
+		return &n
+	}
+	allowed, refused := ap(lab.SBC, 45000), ap(lab.Unlisted, 45000)
+	gotAllowed, gotRefused := sink(allowed), sink(refused)
+	blocked := counter(t, gw, "blocked_not_allowlisted")
+
+	// 100 packets a second for 1.5 × the mapping timeout, none answered.
+	const pps, sendFor = 100, 3 * timeout / 2
+	sent := 0
+	for start := time.Now(); time.Since(start) < sendFor; sent++ {
+		if _, err := p1.WriteToUDPAddrPort([]byte("rtp"), allowed); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second / pps)
+	}
+	var st firewall.NATStatus
+	if err := l.GW.Do(func() (err error) { st, err = firewall.ReadNAT("voipgw"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	var m *firewall.Mapping
+	for i := range st.Mappings {
+		if st.Mappings[i].Internal == ap(lab.Phone1Addr.Addr(), port) {
+			m = &st.Mappings[i]
+		}
+	}
+	switch {
+	case m == nil:
+		t.Fatalf("after %v of a one-way flow phone1's mapping is gone (timeout %v): %+v", sendFor, timeout, st.Mappings)
+	case m.External != port:
+		t.Errorf("phone1 mapped to :%d, want its own port %d", m.External, port)
+	case m.Expires < timeout-2*time.Second:
+		t.Errorf("phone1's mapping expires in %v: not refreshed within the last tick (timeout %v)", m.Expires, timeout)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := gotAllowed.Load(); n != int64(sent) {
+		t.Errorf("allowlisted one-way flow: %d of %d packets arrived", n, sent)
+	}
+
+	// A refused flow: every packet is a first packet (no conntrack entry is ever
+	// confirmed), every one is refused and counted.
+	const tries = 20
+	for range tries {
+		if _, err := p1.WriteToUDPAddrPort([]byte("rtp"), refused); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := gotRefused.Load(); n != 0 {
+		t.Errorf("not allowlisted: %d packets arrived", n)
+	}
+	if got := counter(t, gw, "blocked_not_allowlisted"); got-blocked != tries {
+		t.Errorf("blocked_not_allowlisted %d → %d, want +%d", blocked, got, tries)
+	}
 }
