@@ -44,8 +44,8 @@ package firewall
 // into a register once and every statement reads it; nft lists that rule, but its
 // parser cannot read it back (a number where a port is expected, and one draw for
 // five uses): Render prints the listing, and `nft -f` of a render loads everything
-// but that rule (see Table.Loadable). Refresh: every later packet of a mapped endpoint's flow
-// refreshes all four sets (their timeout is nat.timeout, refreshed together), from
+// but that rule (see Table.Loadable). Refresh: a mapped endpoint's flows, on a tick
+// of at most one packet a second per flow (voip_refresh, see addRefresh), refresh all four sets (their timeout is nat.timeout, refreshed together), from
 // the packet and conntrack's reply tuple; flows that began inbound (through the
 // dnat) refresh them from their reply direction, or an active inbound-started flow
 // would lose its mapping (fullcone-findings trap 3). The map timeout outlives
@@ -72,8 +72,8 @@ package firewall
 //
 // The keep-alive helper (`voipgw run`, package media) needs to know when a phone
 // stopped sending on a media flow: media_out4/6 hold each media flow's 4-tuple with
-// a timeout of the keep-alive interval, refreshed by every packet the phone sends
-// (forward path only, so the helper's own keep-alives, which leave from the router,
+// a timeout of the keep-alive interval, refreshed by the phone's packets on the
+// refresh tick (at most a quarter interval apart while it sends; forward path only, so the helper's own keep-alives, which leave from the router,
 // do not count). A flow missing from the set has been silent for an interval.
 
 import (
@@ -281,8 +281,8 @@ func addFullCone(t *Table, s Spec) []Rule {
 		pr.Rules = append(first, pr.Rules...)
 	}
 
-	// Learning, in voip_out (forward, before source NAT: the phone's endpoint is still
-	// in the headers): a base chain of its own would cost every packet the router
+	// Learning, in voip_refresh (jumped to from voip_out, forward, before source NAT:
+	// the phone's endpoint is still in the headers): a base chain of its own would cost every packet the router
 	// sends a hook traversal (see BENCHMARKS.md). Router-sent packets from a phone's
 	// address (the keep-alive helper's) refresh the mapping in the output hook, where
 	// the router's own new flows from a VoIP address are mapped too.
