@@ -14,12 +14,11 @@ package dnsfwd
 
 import (
 	"encoding/binary"
-	"errors"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/miekg/dns"
+	"github.com/voipgw/voipgw/dnsmsg"
 )
 
 // cacheMax bounds the cached answers.
@@ -43,22 +42,23 @@ type answerCache struct {
 	m  map[cacheKey]*cached
 }
 
-func keyOf(req *dns.Msg) cacheKey {
-	q := req.Question[0]
-	k := cacheKey{name: strings.ToLower(q.Name), qtype: q.Qtype, qclass: q.Qclass, rd: req.RecursionDesired, cd: req.CheckingDisabled}
-	if opt := req.IsEdns0(); opt != nil {
-		k.do = opt.Do()
+func keyOf(req *request) cacheKey {
+	q := req.q
+	k := cacheKey{name: strings.ToLower(q.Name), qtype: q.Type, qclass: q.Class,
+		rd: req.m.RecursionDesired(), cd: req.m.CheckingDisabled()}
+	if opt := req.m.OPT(); opt != nil {
+		k.do = opt.DO()
 	}
 	return k
 }
 
 // put keeps raw, the upstream's answer to req, if it is a successful, complete
 // answer with at least one record, for its smallest TTL (none if that is 0).
-func (c *answerCache) put(req *dns.Msg, raw []byte, now time.Time) {
-	if len(raw) < 12 || raw[2]&0x02 != 0 || raw[3]&0x0f != dns.RcodeSuccess || binary.BigEndian.Uint16(raw[6:]) == 0 {
+func (c *answerCache) put(req *request, raw []byte, now time.Time) {
+	if len(raw) < dnsmsg.HeaderLen || raw[2]&0x02 != 0 || raw[3]&0x0f != dnsmsg.RcodeSuccess || binary.BigEndian.Uint16(raw[6:]) == 0 {
 		return
 	}
-	ttls, minTTL, err := ttlOffsets(raw)
+	ttls, minTTL, err := dnsmsg.TTLOffsets(raw)
 	if err != nil || minTTL == 0 {
 		return
 	}
@@ -83,10 +83,7 @@ func (c *answerCache) put(req *dns.Msg, raw []byte, now time.Time) {
 
 // get returns the cached answer to req with the phone's ID, its question as the
 // phone wrote it and the TTLs counted down; nil if there is none or it expired.
-func (c *answerCache) get(req *dns.Msg, now time.Time) []byte {
-	if len(req.Question) != 1 {
-		return nil
-	}
+func (c *answerCache) get(req *request, now time.Time) []byte {
 	k := keyOf(req)
 	c.mu.Lock()
 	e := c.m[k]
@@ -99,75 +96,34 @@ func (c *answerCache) get(req *dns.Msg, now time.Time) []byte {
 		return nil
 	}
 	out := append([]byte(nil), e.raw...)
-	binary.BigEndian.PutUint16(out, req.Id)
+	binary.BigEndian.PutUint16(out, req.m.ID)
 	age := uint32(now.Sub(e.stored) / time.Second)
 	for _, off := range e.ttls {
 		ttl := binary.BigEndian.Uint32(out[off:])
 		binary.BigEndian.PutUint32(out[off:], ttl-min(age, ttl))
 	}
-	// The same name up to case (the key is lower case): the phone's spelling back.
-	name := req.Question[0].Name
-	for off, i := 12, 0; off < len(out) && out[off] != 0; {
-		n := int(out[off])
-		if n&0xc0 != 0 {
-			break // compressed: left as it is
-		}
-		for j := 1; j <= n && off+j < len(out) && i < len(name); j++ {
-			out[off+j] = name[i]
-			i++
-		}
-		off += n + 1
-		i++ // the dot
+	// The same name up to case (the key is lower case): the phone's spelling back,
+	// byte for byte, when both are written out in full (the usual case; a
+	// compressed one is left as it is).
+	if n := plainNameLen(req.raw, req.q.NameOff); n > 0 && plainNameLen(out, dnsmsg.HeaderLen) == n &&
+		dnsmsg.EqualNames(out, dnsmsg.HeaderLen, req.raw, req.q.NameOff) {
+		copy(out[dnsmsg.HeaderLen:], req.raw[req.q.NameOff:req.q.NameOff+n])
 	}
 	return out
 }
 
-var errWire = errors.New("dns: malformed message")
-
-// skipName returns the offset after the (possibly compressed) name at off.
-func skipName(b []byte, off int) (int, error) {
-	for off < len(b) {
-		l := int(b[off])
+// plainNameLen is the length of the uncompressed name at off, 0 if it is
+// compressed or malformed.
+func plainNameLen(b []byte, off int) int {
+	for o := off; o < len(b); {
+		l := int(b[o])
 		switch {
 		case l == 0:
-			return off + 1, nil
-		case l&0xc0 == 0xc0:
-			return off + 2, nil
+			return o + 1 - off
 		case l&0xc0 != 0:
-			return 0, errWire
+			return 0
 		}
-		off += l + 1
+		o += l + 1
 	}
-	return 0, errWire
-}
-
-// ttlOffsets walks the records of a message and returns where their TTLs are
-// (OPT's "TTL" is flags, not a time) and the smallest of them.
-func ttlOffsets(b []byte) ([]int, uint32, error) {
-	qd := int(binary.BigEndian.Uint16(b[4:]))
-	rrs := int(binary.BigEndian.Uint16(b[6:])) + int(binary.BigEndian.Uint16(b[8:])) + int(binary.BigEndian.Uint16(b[10:]))
-	off := 12
-	var err error
-	for range qd {
-		if off, err = skipName(b, off); err != nil {
-			return nil, 0, err
-		}
-		off += 4
-	}
-	var out []int
-	minTTL := uint32(1<<31 - 1)
-	for range rrs {
-		if off, err = skipName(b, off); err != nil || off+10 > len(b) {
-			return nil, 0, errWire
-		}
-		if binary.BigEndian.Uint16(b[off:]) != dns.TypeOPT {
-			out = append(out, off+4)
-			minTTL = min(minTTL, binary.BigEndian.Uint32(b[off+4:]))
-		}
-		off += 10 + int(binary.BigEndian.Uint16(b[off+8:]))
-	}
-	if off != len(b) {
-		return nil, 0, errWire
-	}
-	return out, minTTL, nil
+	return 0
 }

@@ -6,16 +6,19 @@
 // BEFORE it passes the answer on, so the phone's first packet to the address is
 // never dropped. Other names are answered normally and never widen the allowlist.
 //
-// It is built on miekg/dns. Upstream replies are accepted only on the connected
-// socket of the query, with the query's random ID and question; anything else is
-// discarded and counted.
+// It speaks DNS through voipgw's own codec (dnsmsg; serve.go has the UDP and TCP
+// server) and passes the upstream's answers on as they came. Upstream replies are
+// accepted only on the connected socket of the query, with the query's random ID
+// and question, and only if they parse; anything else is discarded and counted.
 package dnsfwd
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -26,10 +29,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/miekg/dns"
 	"golang.org/x/sys/unix"
 
 	"github.com/voipgw/voipgw/catalog"
+	"github.com/voipgw/voipgw/dnsmsg"
 	"github.com/voipgw/voipgw/firewall"
 )
 
@@ -223,31 +226,6 @@ func (f *Forwarder) Listen() ([]net.PacketConn, []net.Listener, error) {
 	return pcs, lns, nil
 }
 
-// Serve answers on the sockets until ctx ends; it closes them.
-func (f *Forwarder) Serve(ctx context.Context, pcs []net.PacketConn, lns []net.Listener) error {
-	var servers []*dns.Server
-	for _, pc := range pcs {
-		servers = append(servers, &dns.Server{PacketConn: pc, Handler: f, UDPSize: dns.DefaultMsgSize})
-	}
-	for _, ln := range lns {
-		servers = append(servers, &dns.Server{Listener: ln, Handler: f, ReadTimeout: 10 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second }})
-	}
-	errc := make(chan error, len(servers))
-	for _, s := range servers {
-		go func() { errc <- s.ActivateAndServe() }()
-	}
-	var err error
-	select {
-	case <-ctx.Done():
-	case err = <-errc:
-		err = fmt.Errorf("dns server: %w", err)
-	}
-	for _, s := range servers {
-		s.Shutdown()
-	}
-	return err
-}
-
 // Run listens, serves and re-resolves the static host names until ctx ends.
 func (f *Forwarder) Run(ctx context.Context) error {
 	pcs, lns, err := f.Listen()
@@ -265,16 +243,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	return err
 }
 
-func (f *Forwarder) clientAllowed(a net.Addr) bool {
-	var ap netip.AddrPort
-	switch x := a.(type) {
-	case *net.UDPAddr:
-		ap = x.AddrPort()
-	case *net.TCPAddr:
-		ap = x.AddrPort()
-	default:
-		return false
-	}
+func (f *Forwarder) clientAllowed(ap netip.AddrPort) bool {
 	ip := ap.Addr().Unmap()
 	for _, p := range f.cfg.Clients {
 		if p.Contains(ip) {
@@ -284,112 +253,181 @@ func (f *Forwarder) clientAllowed(a net.Addr) bool {
 	return false
 }
 
-// ServeDNS handles one query of a phone.
-func (f *Forwarder) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+// request is a phone's query as the forwarder uses it.
+type request struct {
+	raw     []byte // the query as the phone sent it, up to the end of its last record
+	m       *dnsmsg.Msg
+	q       dnsmsg.Question
+	udpSize int // what the phone takes over UDP: 512, or its EDNS0 size
+	tcp     bool
+}
+
+// handle answers one message of a phone (serve.go reads them). What it refuses
+// to handle is answered as miekg/dns's server did: nothing for a response or a
+// runt (any answer could be used to amplify), NOTIMP for another opcode than
+// QUERY, FORMERR for a query that does not parse or has not one question.
+func (f *Forwarder) handle(w *replyWriter, pkt []byte) {
+	h, err := dnsmsg.ParseHeader(pkt)
+	if err != nil || h.Response() {
+		return
+	}
+	if h.Opcode() != dnsmsg.OpcodeQuery {
+		// NOTIFY too: miekg's server let it through and the forwarder answered
+		// it as if it were a query; a forwarder has no zones to be told about.
+		w.write(dnsmsg.Reject(h, nil, dnsmsg.RcodeNotImplemented))
+		return
+	}
+	// At most the records a query carries (an OPT, a TSIG; miekg's limits).
+	if h.QDCount != 1 || h.ANCount > 1 || h.NSCount > 1 || h.ARCount > 2 {
+		w.write(dnsmsg.Reject(h, nil, dnsmsg.RcodeFormatError))
+		return
+	}
+	m, err := dnsmsg.Parse(pkt)
+	if err != nil {
+		w.write(dnsmsg.Reject(h, firstQuestion(pkt), dnsmsg.RcodeFormatError))
+		return
+	}
 	f.c.queries.Add(1)
-	if !f.clientAllowed(w.RemoteAddr()) {
+	if !f.clientAllowed(w.remote) {
 		f.c.refused.Add(1)
-		m := new(dns.Msg)
-		m.SetRcode(req, dns.RcodeRefused)
-		w.WriteMsg(m)
+		f.writeRcode(w, m, dnsmsg.RcodeRefused)
 		return
 	}
-	if len(req.Question) != 1 {
-		m := new(dns.Msg)
-		m.SetRcode(req, dns.RcodeFormatError)
-		w.WriteMsg(m)
+	if len(m.Question) != 1 { // a bare header
+		f.writeRcode(w, m, dnsmsg.RcodeFormatError)
 		return
 	}
-	tcp := false
-	if _, ok := w.RemoteAddr().(*net.TCPAddr); ok {
-		tcp = true
+	req := &request{raw: pkt[:m.End], m: m, q: m.Question[0], udpSize: dnsmsg.MinMsgSize, tcp: w.tcp}
+	if opt := m.OPT(); opt != nil {
+		req.udpSize = max(int(opt.UDPSize()), dnsmsg.MinMsgSize)
 	}
-	if raw := f.cache.get(req, time.Now()); raw != nil && f.serveRaw(w, req, raw, tcp) {
-		f.c.cached.Add(1)
-		return
+	if raw := f.cache.get(req, time.Now()); raw != nil {
+		if f.serveRaw(w, req, raw) == nil {
+			f.c.cached.Add(1)
+			return
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), f.cfg.Timeout*time.Duration(len(f.cfg.Upstreams))+time.Second)
 	defer cancel()
-	if !tcp && f.serveUDPFast(ctx, w, req) {
-		return
-	}
-	resp, err := f.Exchange(ctx, req, tcp)
-	if err != nil {
-		f.c.upstreamErrors.Add(1)
-		f.cfg.Log.Debug("dns: no upstream answered", "name", req.Question[0].Name, "err", err)
-		m := new(dns.Msg)
-		m.SetRcode(req, dns.RcodeServerFailure)
-		w.WriteMsg(m)
-		return
-	}
-	// Learn first, answer second: the phone connects the moment it has the answer.
-	f.learnFromAnswer(req.Question[0], resp)
-	f.reply(w, req, resp, tcp)
-}
-
-// reply sends resp with the phone's ID, over UDP truncated to what the phone takes.
-func (f *Forwarder) reply(w dns.ResponseWriter, req, resp *dns.Msg, tcp bool) {
-	resp.Id = req.Id
-	if !tcp {
-		size := dns.MinMsgSize
-		if opt := req.IsEdns0(); opt != nil {
-			size = max(int(opt.UDPSize()), dns.MinMsgSize)
-		}
-		resp.Truncate(size)
-	}
-	if err := w.WriteMsg(resp); err == nil {
-		f.c.answered.Add(1)
-	}
-}
-
-// serveUDPFast answers a UDP query with the upstream's reply as it came, only its
-// ID set back to the phone's (serveRaw): no copy of the query, no dns.Msg of the
-// reply unless its addresses are to be learned, no packing, and the upstream asked from a
-// socket of its own that waits in a blocking receive instead of the runtime's
-// poller (loopback: the poller's park and wake-up was a third of the added
-// latency; BENCHMARKS.md). It returns false, having answered nothing, for what it
-// leaves to the general path: a truncated reply (learned from over TCP), one that
-// must be truncated for this phone, or no upstream answering.
-func (f *Forwarder) serveUDPFast(ctx context.Context, w dns.ResponseWriter, req *dns.Msg) bool {
-	qb := bufPool.Get().(*[]byte)
-	defer bufPool.Put(qb)
 	rb := bufPool.Get().(*[]byte)
 	defer bufPool.Put(rb)
-	phoneID := req.Id
-	req.Id = dns.Id()
-	query, err := req.PackBuffer(*qb)
-	upID := req.Id
-	req.Id = phoneID
+	reply, err := f.exchange(ctx, req, *rb)
 	if err != nil {
-		return false
+		f.c.upstreamErrors.Add(1)
+		f.cfg.Log.Debug("dns: no upstream answered", "name", req.q.Name, "err", err)
+		f.writeRcode(w, m, dnsmsg.RcodeServerFailure)
+		return
 	}
+	// Learn first, answer second (serveRaw): the phone connects the moment it has the answer.
+	if err := f.serveRaw(w, req, reply); err != nil {
+		f.cfg.Log.Debug("dns: answer not passed on", "name", req.q.Name, "err", err)
+		return
+	}
+	if !req.tcp {
+		// Cached after the phone has its answer: the copy is not on its time.
+		f.cache.put(req, reply, time.Now())
+	}
+}
+
+// firstQuestion is the question of a query that did not parse as a whole, if it
+// has one (miekg's server put it in its FORMERR answer).
+func firstQuestion(pkt []byte) *dnsmsg.Question {
+	name, off, err := dnsmsg.ReadName(pkt, dnsmsg.HeaderLen)
+	if err != nil || off+4 > len(pkt) {
+		return nil
+	}
+	return &dnsmsg.Question{Name: name, Type: binary.BigEndian.Uint16(pkt[off:]), Class: binary.BigEndian.Uint16(pkt[off+2:])}
+}
+
+// writeRcode answers m with rcode and no records.
+func (f *Forwarder) writeRcode(w *replyWriter, m *dnsmsg.Msg, rcode int) {
+	b, err := dnsmsg.Reply(m, rcode)
+	if err != nil {
+		b = dnsmsg.Reject(m.Header, nil, rcode)
+	}
+	w.write(b)
+}
+
+// serveRaw answers req with raw, an upstream's answer with req's ID, learning its
+// addresses first if the name is allowlisted; over UDP cut to what the phone
+// takes (with TC set: the phone asks again over TCP).
+func (f *Forwarder) serveRaw(w *replyWriter, req *request, raw []byte) error {
+	q := req.q
+	if raw[3]&0x0f == dnsmsg.RcodeSuccess && (q.Type == dnsmsg.TypeA || q.Type == dnsmsg.TypeAAAA) && len(f.cfg.Matcher.Ports(q.Name)) > 0 {
+		resp, err := dnsmsg.Parse(raw)
+		if err != nil {
+			return err
+		}
+		f.learnFromAnswer(q, resp)
+	}
+	if !req.tcp && len(raw) > req.udpSize {
+		var err error
+		if raw, err = dnsmsg.Truncate(raw, req.udpSize); err != nil {
+			return err
+		}
+	}
+	if err := w.write(raw); err != nil {
+		return err
+	}
+	f.c.answered.Add(1)
+	return nil
+}
+
+// exchange asks the upstreams, starting with the one that answered last, and
+// returns the first reply (in rb, or a new slice for TCP) with the phone's ID.
+// The query goes out as the phone wrote it, with an ID of our own. A truncated
+// UDP reply is asked again over TCP so the whole answer is learned from; the
+// phone still gets it truncated and asks over TCP itself.
+func (f *Forwarder) exchange(ctx context.Context, req *request, rb []byte) ([]byte, error) {
+	qb := bufPool.Get().(*[]byte)
+	defer bufPool.Put(qb)
+	query := append((*qb)[:0], req.raw...)
+	id := randomID()
+	binary.BigEndian.PutUint16(query, id)
 	f.upMu.Lock()
 	first := f.upFirst
 	f.upMu.Unlock()
+	var errs []error
 	n := len(f.cfg.Upstreams)
 	for i := 0; i < n; i++ {
 		idx := (first + i) % n
-		reply, err := f.askUDP(ctx, query, upID, req.Question[0], f.cfg.Upstreams[idx], *rb)
+		up := f.cfg.Upstreams[idx]
+		var reply []byte
+		var err error
+		if req.tcp {
+			reply, err = f.askTCP(ctx, query, id, req, up)
+		} else {
+			reply, err = f.askUDP(ctx, query, id, req, up, rb)
+			if err == nil && reply[2]&0x02 != 0 {
+				if full, terr := f.askTCP(ctx, query, id, req, up); terr == nil {
+					dnsmsg.SetTC(full)
+					reply = full
+				}
+			}
+		}
 		if err != nil {
-			continue // the general path tries them all again and reports
+			errs = append(errs, fmt.Errorf("%s: %w", up, err))
+			continue
 		}
 		if idx != first {
 			f.upMu.Lock()
 			f.upFirst = idx
 			f.upMu.Unlock()
 		}
-		if reply[2]&0x02 != 0 { // TC set: learned from over TCP on the general path
-			return false
-		}
-		binary.BigEndian.PutUint16(reply, phoneID)
-		if !f.serveRaw(w, req, reply, false) {
-			return false
-		}
-		// Cached after the phone has its answer: the copy is not on its time.
-		f.cache.put(req, reply, time.Now())
-		return true
+		binary.BigEndian.PutUint16(reply, req.m.ID)
+		return reply, nil
 	}
-	return false
+	return nil, errors.Join(errs...)
+}
+
+// randomID is a query ID from the system's random source (RFC 5452: the ID and
+// the random source port are what a spoofer must guess).
+func randomID() uint16 {
+	var b [2]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return uint16(time.Now().UnixNano())
+	}
+	return binary.BigEndian.Uint16(b[:])
 }
 
 // blockingAskers: a query waits for its upstream in a blocking receive only when
@@ -402,36 +440,9 @@ func (f *Forwarder) serveUDPFast(ctx context.Context, w dns.ResponseWriter, req 
 // this machine's noise: BENCHMARKS.md.)
 const blockingAskers = 1
 
-// serveRaw answers req with raw, an upstream's answer with req's ID, learning its
-// addresses first if the name is allowlisted. It returns false, having answered
-// nothing, if raw is longer than a UDP phone takes (the general path truncates).
-func (f *Forwarder) serveRaw(w dns.ResponseWriter, req *dns.Msg, raw []byte, tcp bool) bool {
-	if !tcp {
-		size := dns.MinMsgSize
-		if opt := req.IsEdns0(); opt != nil {
-			size = max(int(opt.UDPSize()), dns.MinMsgSize)
-		}
-		if len(raw) > size {
-			return false
-		}
-	}
-	q := req.Question[0]
-	if raw[3]&0x0f == dns.RcodeSuccess && (q.Qtype == dns.TypeA || q.Qtype == dns.TypeAAAA) && len(f.cfg.Matcher.Ports(q.Name)) > 0 {
-		resp := new(dns.Msg)
-		if resp.Unpack(raw) != nil {
-			return false
-		}
-		f.learnFromAnswer(q, resp)
-	}
-	if _, err := w.Write(raw); err == nil {
-		f.c.answered.Add(1)
-	}
-	return true
-}
-
-// askUDP sends the packed query from a fresh connected socket (a new random source
-// port per query, as before) and returns the first datagram that answers it (in rb).
-func (f *Forwarder) askUDP(ctx context.Context, query []byte, id uint16, q dns.Question, up netip.AddrPort, rb []byte) ([]byte, error) {
+// askUDP sends the query from a fresh connected socket (a new random source
+// port per query) and returns the first datagram that answers it (in rb).
+func (f *Forwarder) askUDP(ctx context.Context, query []byte, id uint16, req *request, up netip.AddrPort, rb []byte) ([]byte, error) {
 	deadline := time.Now().Add(f.cfg.Timeout)
 	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
 		deadline = dl
@@ -439,13 +450,13 @@ func (f *Forwarder) askUDP(ctx context.Context, query []byte, id uint16, q dns.Q
 	n := f.waiting.Add(1)
 	defer f.waiting.Add(-1)
 	if n <= f.maxBlocking {
-		return f.askUDPBlocking(deadline, query, id, q, up, rb)
+		return f.askUDPBlocking(deadline, query, id, req, up, rb)
 	}
-	return f.askUDPPoller(ctx, deadline, query, id, q, up, rb)
+	return f.askUDPPoller(ctx, deadline, query, id, req, up, rb)
 }
 
 // askUDPPoller is askUDP through the runtime's poller.
-func (f *Forwarder) askUDPPoller(ctx context.Context, deadline time.Time, query []byte, id uint16, q dns.Question, up netip.AddrPort, rb []byte) ([]byte, error) {
+func (f *Forwarder) askUDPPoller(ctx context.Context, deadline time.Time, query []byte, id uint16, req *request, up netip.AddrPort, rb []byte) ([]byte, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "udp", up.String())
 	if err != nil {
@@ -461,7 +472,7 @@ func (f *Forwarder) askUDPPoller(ctx context.Context, deadline time.Time, query 
 		if err != nil {
 			return nil, err
 		}
-		if !answers(rb[:n], id, q) {
+		if !answers(rb[:n], id, req) {
 			f.c.discarded.Add(1) // see askUDPBlocking
 			continue
 		}
@@ -470,7 +481,7 @@ func (f *Forwarder) askUDPPoller(ctx context.Context, deadline time.Time, query 
 }
 
 // askUDPBlocking is askUDP on a socket of its own in blocking mode.
-func (f *Forwarder) askUDPBlocking(deadline time.Time, query []byte, id uint16, q dns.Question, up netip.AddrPort, rb []byte) ([]byte, error) {
+func (f *Forwarder) askUDPBlocking(deadline time.Time, query []byte, id uint16, req *request, up netip.AddrPort, rb []byte) ([]byte, error) {
 	dom, sa := unix.AF_INET, unix.Sockaddr(&unix.SockaddrInet4{Port: int(up.Port()), Addr: up.Addr().Unmap().As4()})
 	if up.Addr().Is6() && !up.Addr().Is4In6() {
 		dom, sa = unix.AF_INET6, &unix.SockaddrInet6{Port: int(up.Port()), Addr: up.Addr().As16()}
@@ -505,9 +516,9 @@ func (f *Forwarder) askUDPBlocking(deadline time.Time, query []byte, id uint16, 
 		case err != nil:
 			return nil, fmt.Errorf("receive from %s: %w", up, err)
 		}
-		if !answers(rb[:n], id, q) {
-			// Not the answer to this query (spoofed, or a late reply to an
-			// earlier one): discard and keep waiting for the real one.
+		if !answers(rb[:n], id, req) {
+			// Not the answer to this query (spoofed, a late reply to an earlier
+			// one, or malformed): discard and keep waiting for the real one.
 			f.c.discarded.Add(1)
 			continue
 		}
@@ -515,132 +526,75 @@ func (f *Forwarder) askUDPBlocking(deadline time.Time, query []byte, id uint16, 
 	}
 }
 
-// answers is matches on the wire: a response with the query's ID, opcode QUERY and
-// the same single question.
-func answers(b []byte, id uint16, q dns.Question) bool {
-	if len(b) < 12 || binary.BigEndian.Uint16(b) != id || b[2]&0x80 == 0 || (b[2]>>3)&0x0f != dns.OpcodeQuery ||
-		binary.BigEndian.Uint16(b[4:]) != 1 {
-		return false
-	}
-	name, off, err := dns.UnpackDomainName(b, 12)
-	if err != nil || off+4 > len(b) {
-		return false
-	}
-	return binary.BigEndian.Uint16(b[off:]) == q.Qtype && binary.BigEndian.Uint16(b[off+2:]) == q.Qclass &&
-		dns.CanonicalName(name) == dns.CanonicalName(q.Name)
-}
-
-// Exchange asks the upstreams, starting with the one that answered last.
-func (f *Forwarder) Exchange(ctx context.Context, req *dns.Msg, tcp bool) (*dns.Msg, error) {
-	f.upMu.Lock()
-	first := f.upFirst
-	f.upMu.Unlock()
-	var errs []error
-	n := len(f.cfg.Upstreams)
-	for i := 0; i < n; i++ {
-		idx := (first + i) % n
-		up := f.cfg.Upstreams[idx]
-		q := req.Copy()
-		q.Id = dns.Id()
-		var resp *dns.Msg
-		var err error
-		if tcp {
-			resp, err = f.exchangeTCP(ctx, q, up)
-		} else {
-			resp, err = f.exchangeUDP(ctx, q, up)
-			if err == nil && resp.Truncated {
-				// Learn from the whole answer, not its truncated part; the phone
-				// still gets the truncated one and retries over TCP itself.
-				if full, terr := f.exchangeTCP(ctx, q, up); terr == nil {
-					full.Truncated = true
-					resp = full
-				}
-			}
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", up, err))
-			continue
-		}
-		if idx != first {
-			f.upMu.Lock()
-			f.upFirst = idx
-			f.upMu.Unlock()
-		}
-		return resp, nil
-	}
-	return nil, errors.Join(errs...)
-}
-
-// matches reports whether resp answers q: a response, the same ID and question.
-func matches(q, resp *dns.Msg) bool {
-	if !resp.Response || resp.Id != q.Id || resp.Opcode != q.Opcode || len(resp.Question) != 1 {
-		return false
-	}
-	a, b := q.Question[0], resp.Question[0]
-	return a.Qtype == b.Qtype && a.Qclass == b.Qclass && dns.CanonicalName(a.Name) == dns.CanonicalName(b.Name)
-}
-
-func (f *Forwarder) exchangeUDP(ctx context.Context, q *dns.Msg, up netip.AddrPort) (*dns.Msg, error) {
-	buf, err := q.Pack()
-	if err != nil {
-		return nil, err
-	}
-	var d net.Dialer
-	// A connected socket on a random port: the kernel only hands it datagrams from
-	// this upstream's address and port.
-	c, err := d.DialContext(ctx, "udp", up.String())
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
+// askTCP asks over TCP (RFC 1035 §4.2.2: each message after its 16-bit length)
+// and returns the reply in a new slice.
+func (f *Forwarder) askTCP(ctx context.Context, query []byte, id uint16, req *request, up netip.AddrPort) ([]byte, error) {
 	deadline := time.Now().Add(f.cfg.Timeout)
 	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
 		deadline = dl
 	}
-	c.SetDeadline(deadline)
-	if _, err := c.Write(buf); err != nil {
-		return nil, err
-	}
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	rb := *bp
-	for {
-		n, err := c.Read(rb)
-		if err != nil {
-			return nil, err
-		}
-		resp := new(dns.Msg)
-		if resp.Unpack(rb[:n]) != nil || !matches(q, resp) {
-			// Not the answer to this query (spoofed, or a late reply to an
-			// earlier one): discard and keep waiting for the real one.
-			f.c.discarded.Add(1)
-			continue
-		}
-		return resp, nil
-	}
-}
-
-var bufPool = sync.Pool{New: func() any { b := make([]byte, dns.MaxMsgSize); return &b }}
-
-func (f *Forwarder) exchangeTCP(ctx context.Context, q *dns.Msg, up netip.AddrPort) (*dns.Msg, error) {
-	c := &dns.Client{Net: "tcp", Timeout: f.cfg.Timeout}
-	resp, _, err := c.ExchangeContext(ctx, q, up.String())
+	d := net.Dialer{Deadline: deadline}
+	c, err := d.DialContext(ctx, "tcp", up.String())
 	if err != nil {
-		if errors.Is(err, dns.ErrId) {
-			f.c.discarded.Add(1)
-		}
 		return nil, err
 	}
-	if !matches(q, resp) {
+	defer c.Close()
+	c.SetDeadline(deadline)
+	out := make([]byte, 2+len(query))
+	binary.BigEndian.PutUint16(out, uint16(len(query)))
+	copy(out[2:], query)
+	if _, err := c.Write(out); err != nil {
+		return nil, err
+	}
+	reply, err := readTCPMsg(c)
+	if err != nil {
+		return nil, err
+	}
+	if !answers(reply, id, req) {
+		// One connection, one query: anything else is not the answer.
 		f.c.discarded.Add(1)
 		return nil, errors.New("reply does not match the query")
 	}
-	return resp, nil
+	return reply, nil
 }
+
+// readTCPMsg reads one length-prefixed message.
+func readTCPMsg(r io.Reader) ([]byte, error) {
+	var l [2]byte
+	if _, err := io.ReadFull(r, l[:]); err != nil {
+		return nil, err
+	}
+	n := int(binary.BigEndian.Uint16(l[:]))
+	if n < dnsmsg.HeaderLen {
+		return nil, fmt.Errorf("message of %d bytes: %w", n, dnsmsg.ErrFormat)
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// answers reports whether b is the reply to the query: a response with the query's
+// ID, opcode QUERY and the same single question (name up to case), that parses.
+func answers(b []byte, id uint16, req *request) bool {
+	if len(b) < dnsmsg.HeaderLen || binary.BigEndian.Uint16(b) != id || b[2]&0x80 == 0 || (b[2]>>3)&0x0f != dnsmsg.OpcodeQuery ||
+		binary.BigEndian.Uint16(b[4:]) != 1 {
+		return false
+	}
+	off, err := dnsmsg.SkipName(b, dnsmsg.HeaderLen)
+	if err != nil || off+4 > len(b) {
+		return false
+	}
+	return binary.BigEndian.Uint16(b[off:]) == req.q.Type && binary.BigEndian.Uint16(b[off+2:]) == req.q.Class &&
+		dnsmsg.EqualNames(b, dnsmsg.HeaderLen, req.raw, req.q.NameOff) && dnsmsg.Check(b) == nil
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, dnsmsg.MaxMsgSize); return &b }}
 
 // answerAddrs follows the CNAME chain from the question's name and returns the
 // addresses at its end with the smallest TTL seen along the chain.
-func answerAddrs(q dns.Question, m *dns.Msg) ([]netip.Addr, time.Duration) {
+func answerAddrs(q dnsmsg.Question, m *dnsmsg.Msg) ([]netip.Addr, time.Duration) {
 	var ttl uint32
 	first := true
 	minTTL := func(t uint32) {
@@ -648,13 +602,14 @@ func answerAddrs(q dns.Question, m *dns.Msg) ([]netip.Addr, time.Duration) {
 			ttl, first = t, false
 		}
 	}
-	target := dns.CanonicalName(q.Name)
+	target := dnsmsg.CanonicalName(q.Name)
 	for hops := 0; hops < 16; hops++ {
 		next := ""
-		for _, rr := range m.Answer {
-			if c, ok := rr.(*dns.CNAME); ok && dns.CanonicalName(c.Hdr.Name) == target {
-				next = dns.CanonicalName(c.Target)
-				minTTL(c.Hdr.Ttl)
+		for i := range m.Answer {
+			rr := &m.Answer[i]
+			if rr.Type == dnsmsg.TypeCNAME && rr.Target != "" && dnsmsg.CanonicalName(rr.Name) == target {
+				next = dnsmsg.CanonicalName(rr.Target)
+				minTTL(rr.TTL)
 				break
 			}
 		}
@@ -664,33 +619,23 @@ func answerAddrs(q dns.Question, m *dns.Msg) ([]netip.Addr, time.Duration) {
 		target = next
 	}
 	var out []netip.Addr
-	for _, rr := range m.Answer {
-		if dns.CanonicalName(rr.Header().Name) != target || rr.Header().Class != dns.ClassINET {
+	for i := range m.Answer {
+		rr := &m.Answer[i]
+		if rr.Class != dnsmsg.ClassINET || (rr.Type != dnsmsg.TypeA && rr.Type != dnsmsg.TypeAAAA) || rr.Type != q.Type ||
+			dnsmsg.CanonicalName(rr.Name) != target {
 			continue
 		}
-		switch a := rr.(type) {
-		case *dns.A:
-			if q.Qtype == dns.TypeA {
-				if ip, ok := netip.AddrFromSlice(a.A.To4()); ok {
-					out = append(out, ip)
-					minTTL(a.Hdr.Ttl)
-				}
-			}
-		case *dns.AAAA:
-			if q.Qtype == dns.TypeAAAA {
-				if ip, ok := netip.AddrFromSlice(a.AAAA.To16()); ok && !ip.Is4In6() {
-					out = append(out, ip)
-					minTTL(a.Hdr.Ttl)
-				}
-			}
+		if ip, ok := rr.Addr(); ok && !ip.Is4In6() {
+			out = append(out, ip)
+			minTTL(rr.TTL)
 		}
 	}
 	slices.SortFunc(out, func(a, b netip.Addr) int { return a.Compare(b) })
 	return slices.Compact(out), time.Duration(ttl) * time.Second
 }
 
-func (f *Forwarder) learnFromAnswer(q dns.Question, resp *dns.Msg) {
-	if resp.Rcode != dns.RcodeSuccess || (q.Qtype != dns.TypeA && q.Qtype != dns.TypeAAAA) {
+func (f *Forwarder) learnFromAnswer(q dnsmsg.Question, resp *dnsmsg.Msg) {
+	if resp.FullRcode() != dnsmsg.RcodeSuccess || (q.Type != dnsmsg.TypeA && q.Type != dnsmsg.TypeAAAA) {
 		return
 	}
 	ports := f.cfg.Matcher.Ports(q.Name)
