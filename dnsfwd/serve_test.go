@@ -11,6 +11,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/voipgw/voipgw/dnsmsg"
 	"github.com/voipgw/voipgw/firewall"
 	"github.com/voipgw/voipgw/lab"
 )
@@ -296,3 +297,87 @@ func TestServeStopsWithIdleTCPClient(t *testing.T) {
 		t.Error("the idle connection was left open")
 	}
 }
+
+// FuzzHandle: whatever a phone sends, the forwarder neither panics nor answers
+// with something that does not parse; a response or a runt gets no answer.
+func FuzzHandle(f *testing.F) {
+	q := new(dns.Msg)
+	q.SetQuestion("Phone.Wild.example.", dns.TypeA)
+	q.SetEdns0(1232, true)
+	seed, _ := q.Pack()
+	f.Add(seed)
+	q2 := new(dns.Msg)
+	q2.SetQuestion("other.example.", dns.TypeAAAA)
+	seed2, _ := q2.Pack()
+	f.Add(seed2)
+	f.Add([]byte{0, 1, 0x28, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 12, 0, 1, 0, 1})
+	// No upstream listens: a query that gets that far fails fast (port unreachable).
+	dead, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		f.Fatal(err)
+	}
+	up := netip.MustParseAddrPort(dead.LocalAddr().String())
+	dead.Close()
+	fwd, err := New(Config{
+		Clients: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, Upstreams: []netip.AddrPort{up},
+		Matcher:  firewall.NewMatcher([]firewall.LearnRule{{Dest: dest("*.wild.example"), Ports: ports("udp/5060")}}),
+		TTLFloor: time.Second, TTLMax: time.Hour, Max: 64, Timeout: 50 * time.Millisecond,
+	}, newFake(64))
+	if err != nil {
+		f.Fatal(err)
+	}
+	// A cached answer, so the cache's path (ID, TTLs, the phone's spelling) is fuzzed too.
+	cq := new(dns.Msg)
+	cq.SetQuestion("phone.wild.example.", dns.TypeA)
+	creq, _ := cq.Pack()
+	ans := new(dns.Msg)
+	ans.SetReply(cq)
+	ans.Answer = []dns.RR{&dns.A{Hdr: dns.RR_Header{Name: "phone.wild.example.", Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 3600}, A: wildAddr.AsSlice()}}
+	araw, _ := ans.Pack()
+	m, err := dnsmsg.Parse(creq)
+	if err != nil {
+		f.Fatal(err)
+	}
+	fwd.cache.put(&request{raw: creq, m: m, q: m.Question[0], udpSize: 512}, araw, time.Now())
+
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) > udpReadSize {
+			b = b[:udpReadSize]
+		}
+		// UDP semantics (truncation to the phone's size), the answer captured.
+		c := &captureConn{}
+		w := &replyWriter{remote: netip.MustParseAddrPort("127.0.0.1:5353"), conn: c}
+		fwd.handle(w, slices.Clone(b))
+		if len(c.msgs) == 0 {
+			return
+		}
+		if len(c.msgs) > 1 {
+			t.Fatalf("%d answers to %x", len(c.msgs), b)
+		}
+		out := c.msgs[0][2:] // after the length replyWriter puts first on a conn
+		if len(b) < 12 || b[2]&0x80 != 0 {
+			t.Fatalf("answered a runt or a response: %x", b)
+		}
+		if _, err := dnsmsg.Parse(out); err != nil {
+			t.Fatalf("answer %x to %x does not parse: %v", out, b, err)
+		}
+		if len(out) > 4096 {
+			t.Fatalf("a UDP answer of %d bytes", len(out))
+		}
+	})
+}
+
+// captureConn keeps what is written to it.
+type captureConn struct {
+	net.Conn
+	msgs [][]byte
+}
+
+func (c *captureConn) Write(b []byte) (int, error) {
+	c.msgs = append(c.msgs, slices.Clone(b))
+	return len(b), nil
+}
+
+func (c *captureConn) SetWriteDeadline(time.Time) error { return nil }
+
+var dnsmsgParse = dnsmsg.Parse
