@@ -1,10 +1,11 @@
-// Package dhcpd is the DHCPv4 server of the VoIP network (insomniacslk/dhcp): a
+// Package dhcpd is the DHCPv4 server of the VoIP network: a
 // pool, static leases, the options phones need (router and DNS = the gateway, NTP,
 // the provisioning URL in the options each vendor reads) and leases that survive a
 // daemon restart (a JSON file written atomically on every change).
 //
 // The protocol logic (Handle) is a function of the request and the lease table,
-// tested without sockets; Run binds it to the VoIP interface.
+// tested without sockets; Run binds it to the VoIP interface. The message codec is
+// in msg.go.
 package dhcpd
 
 import (
@@ -23,8 +24,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/insomniacslk/dhcp/dhcpv4"
-	"github.com/insomniacslk/dhcp/dhcpv4/server4"
+	"golang.org/x/sys/unix"
 
 	"github.com/voipgw/voipgw/config"
 )
@@ -157,11 +157,6 @@ func writeAtomic(path string, b []byte) error {
 	return os.Rename(tmp.Name(), path)
 }
 
-func addrOf(ip net.IP) netip.Addr {
-	a, _ := netip.AddrFromSlice(ip.To4())
-	return a
-}
-
 // inPool reports whether a may be handed out dynamically.
 func (s *Server) inPool(a netip.Addr) bool {
 	d := s.cfg.DHCP
@@ -246,33 +241,34 @@ func (s *Server) ownerOfExpiredLocked(a netip.Addr) string {
 }
 
 // Handle answers one request; nil means no reply.
-func (s *Server) Handle(req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
-	if req.OpCode != dhcpv4.OpcodeBootRequest || len(req.ClientHWAddr) != 6 {
+func (s *Server) Handle(req *Message) *Message {
+	if req.Op != opRequest || len(req.CHAddr) != 6 {
 		return nil
 	}
-	mac := req.ClientHWAddr.String()
+	hw := net.HardwareAddr(req.CHAddr)
+	mac := hw.String()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.cfg.Now()
 	switch req.MessageType() {
-	case dhcpv4.MessageTypeDiscover:
-		a, _ := s.chooseLocked(mac, addrOf(req.RequestedIPAddress()), now)
+	case msgDiscover:
+		a, _ := s.chooseLocked(mac, req.OptAddr(optRequestedIP), now)
 		if !a.IsValid() {
 			s.cfg.Log.Warn("dhcp: pool exhausted", "mac", mac)
 			return nil
 		}
 		s.offers[mac] = &Lease{MAC: mac, IP: a, Expires: now.Add(offerHold)}
-		return s.replyLocked(req, dhcpv4.MessageTypeOffer, a)
-	case dhcpv4.MessageTypeRequest:
+		return s.replyLocked(req, msgOffer, a)
+	case msgRequest:
 		return s.requestLocked(req, mac, now)
-	case dhcpv4.MessageTypeRelease:
-		if l, ok := s.leases[mac]; ok && l.IP == addrOf(req.ClientIPAddr) {
+	case msgRelease:
+		if l, ok := s.leases[mac]; ok && l.IP == req.CIAddr {
 			delete(s.leases, mac)
 			s.saveLocked()
 		}
 		return nil
-	case dhcpv4.MessageTypeDecline:
-		a := addrOf(req.RequestedIPAddress())
+	case msgDecline:
+		a := req.OptAddr(optRequestedIP)
 		if l, ok := s.leases[mac]; ok && l.IP == a {
 			delete(s.leases, mac)
 			s.saveLocked()
@@ -283,22 +279,22 @@ func (s *Server) Handle(req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
 			s.cfg.Log.Warn("dhcp: address declined (in use by another host)", "addr", a, "mac", mac)
 		}
 		return nil
-	case dhcpv4.MessageTypeInform:
-		return s.replyLocked(req, dhcpv4.MessageTypeAck, netip.Addr{})
+	case msgInform:
+		return s.replyLocked(req, msgAck, netip.Addr{})
 	}
 	return nil
 }
 
-func (s *Server) requestLocked(req *dhcpv4.DHCPv4, mac string, now time.Time) *dhcpv4.DHCPv4 {
-	if sid := req.ServerIdentifier(); sid != nil && !sid.IsUnspecified() {
-		if addrOf(sid) != s.cfg.ServerIP {
+func (s *Server) requestLocked(req *Message, mac string, now time.Time) *Message {
+	if sid := req.OptAddr(optServerID); sid.IsValid() && !sid.IsUnspecified() {
+		if sid != s.cfg.ServerIP {
 			delete(s.offers, mac) // it chose another server
 			return nil
 		}
 	}
-	want := addrOf(req.RequestedIPAddress())
+	want := req.OptAddr(optRequestedIP)
 	if !want.IsValid() {
-		want = addrOf(req.ClientIPAddr) // renewing or rebinding
+		want = req.CIAddr // renewing or rebinding
 	}
 	var ok bool
 	switch {
@@ -316,63 +312,56 @@ func (s *Server) requestLocked(req *dhcpv4.DHCPv4, mac string, now time.Time) *d
 	}
 	delete(s.offers, mac)
 	_, static := s.static[mac]
-	l := &Lease{MAC: mac, IP: want, Hostname: clientName(req, s.static[mac]), Class: req.ClassIdentifier(),
+	class, _ := req.Opt(optVendorClass)
+	l := &Lease{MAC: mac, IP: want, Hostname: clientName(req, s.static[mac]), Class: class,
 		Expires: now.Add(s.cfg.DHCP.LeaseTime), Static: static}
-	l.Vendor = Vendor(l.Class, req.ClientHWAddr)
+	l.Vendor = Vendor(l.Class, req.CHAddr)
 	s.leases[mac] = l
 	s.saveLocked()
-	return s.replyLocked(req, dhcpv4.MessageTypeAck, want)
+	return s.replyLocked(req, msgAck, want)
 }
 
-func clientName(req *dhcpv4.DHCPv4, sl config.StaticLease) string {
+func clientName(req *Message, sl config.StaticLease) string {
 	if sl.Name != "" {
 		return sl.Name
 	}
-	return req.HostName()
+	name, _ := req.Opt(optHostName)
+	return name
 }
 
-func (s *Server) nakLocked(req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
-	r, err := dhcpv4.NewReplyFromRequest(req, dhcpv4.WithMessageType(dhcpv4.MessageTypeNak),
-		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(s.cfg.ServerIP.AsSlice())), dhcpv4.WithBroadcast(true))
-	if err != nil {
-		return nil
-	}
+func (s *Server) nakLocked(req *Message) *Message {
+	r := newReply(req, msgNak)
+	r.SetOpt(optServerID, addrBytes(s.cfg.ServerIP))
+	r.Flags |= flagBroadcast
 	return r
 }
 
 // replyLocked builds an OFFER or ACK with the phone's options; yiaddr zero for INFORM.
-func (s *Server) replyLocked(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, yiaddr netip.Addr) *dhcpv4.DHCPv4 {
-	gw := net.IP(s.cfg.ServerIP.AsSlice())
-	mods := []dhcpv4.Modifier{
-		dhcpv4.WithMessageType(mt),
-		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(gw)),
-		dhcpv4.WithNetmask(net.CIDRMask(s.cfg.Subnet.Bits(), 32)),
-		dhcpv4.WithRouter(gw),
-		dhcpv4.WithDNS(gw),
-	}
+// Options are set in this order, a later one replacing an earlier one of the same
+// code (so a configured option can override a fixed one, and NTP comes last).
+func (s *Server) replyLocked(req *Message, mt uint8, yiaddr netip.Addr) *Message {
+	gw := addrBytes(s.cfg.ServerIP)
+	r := newReply(req, mt)
+	r.SetOpt(optServerID, gw)
+	r.SetOpt(optSubnetMask, u32Bytes(^uint32(0)<<(32-s.cfg.Subnet.Bits())))
+	r.SetOpt(optRouter, gw)
+	r.SetOpt(optDNS, gw)
 	if yiaddr.IsValid() {
 		lt := uint32(s.cfg.DHCP.LeaseTime / time.Second)
-		mods = append(mods, dhcpv4.WithYourIP(yiaddr.AsSlice()), dhcpv4.WithLeaseTime(lt),
-			dhcpv4.WithOption(dhcpv4.OptRenewTimeValue(time.Duration(lt/2)*time.Second)),
-			dhcpv4.WithOption(dhcpv4.OptRebindingTimeValue(time.Duration(lt/8*7)*time.Second)))
+		r.YIAddr = yiaddr
+		r.SetOpt(optLeaseTime, u32Bytes(lt))
+		r.SetOpt(optRenewalTime, u32Bytes(lt/2))
+		r.SetOpt(optRebindingTime, u32Bytes(lt/8*7))
 	}
-	if sl, ok := s.static[req.ClientHWAddr.String()]; ok && sl.Name != "" {
-		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptHostName(sl.Name)))
+	if sl, ok := s.static[net.HardwareAddr(req.CHAddr).String()]; ok && sl.Name != "" {
+		r.SetOpt(optHostName, sl.Name)
 	}
-	for _, o := range PhoneOptions(s.cfg.DHCP, req.ClassIdentifier(), req.ClientHWAddr) {
-		mods = append(mods, dhcpv4.WithGeneric(dhcpv4.GenericOptionCode(o.Code), []byte(o.Value)))
+	class, _ := req.Opt(optVendorClass)
+	for _, o := range PhoneOptions(s.cfg.DHCP, class, req.CHAddr) {
+		r.SetOpt(o.Code, o.Value)
 	}
 	if len(s.cfg.DHCP.NTP) > 0 {
-		var ips []net.IP
-		for _, a := range s.cfg.DHCP.NTP {
-			ips = append(ips, a.AsSlice())
-		}
-		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptNTPServers(ips...)))
-	}
-	r, err := dhcpv4.NewReplyFromRequest(req, mods...)
-	if err != nil {
-		s.cfg.Log.Error("dhcp: build reply", "err", err)
-		return nil
+		r.SetOpt(optNTP, addrBytes(s.cfg.DHCP.NTP...))
 	}
 	return r
 }
@@ -445,9 +434,14 @@ func Vendor(class string, mac net.HardwareAddr) string {
 // ErrPortInUse wraps a bind error when another DHCP server holds port 67.
 var ErrPortInUse = errors.New("port in use")
 
-// Run serves on the interface until ctx ends.
+// readBufSize holds any DHCP message: clients send at most their interface's MTU
+// (RFC 2131 allows 576 bytes unless option 57 says more).
+const readBufSize = 4096
+
+// Run serves on the interface until ctx ends. Requests are answered one after the
+// other: Handle holds the lease table's lock anyway.
 func (s *Server) Run(ctx context.Context) error {
-	conn, err := server4.NewIPv4UDPConn(s.cfg.Ifname, &net.UDPAddr{Port: dhcpv4.ServerPort})
+	conn, err := listen(ctx, s.cfg.Ifname)
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return fmt.Errorf("%w: %w: another DHCP server (dnsmasq?) holds port 67 on %s. Make it leave the VoIP interface alone "+
@@ -456,39 +450,70 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		return fmt.Errorf("dhcp: listen on %s: %w", s.cfg.Ifname, err)
 	}
-	srv, err := server4.NewServer(s.cfg.Ifname, nil, s.serve, server4.WithConn(conn))
-	if err != nil {
-		conn.Close()
-		return fmt.Errorf("dhcp: %w", err)
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve() }()
-	select {
-	case <-ctx.Done():
-		srv.Close()
-		<-errc
-		return nil
-	case err := <-errc:
-		srv.Close()
-		return fmt.Errorf("dhcp server: %w", err)
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	defer conn.Close()
+	buf := make([]byte, readBufSize)
+	for {
+		n, _, err := conn.ReadFrom(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("dhcp server: %w", err)
+		}
+		req, err := ParseMessage(buf[:n])
+		if err != nil {
+			s.cfg.Log.Debug("dhcp: ignored a malformed message", "err", err)
+			continue
+		}
+		s.serve(conn, req)
 	}
 }
 
-func (s *Server) serve(conn net.PacketConn, peer net.Addr, req *dhcpv4.DHCPv4) {
+// listen opens the server's socket: UDP port 67 on all addresses (requests come from
+// 0.0.0.0 to 255.255.255.255), bound to the VoIP interface, allowed to broadcast.
+// SO_REUSEADDR and SO_REUSEPORT are set as the server did with insomniacslk/dhcp's
+// server4, so a restarted daemon binds while the old socket is closing.
+func listen(ctx context.Context, ifname string) (net.PacketConn, error) {
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			for _, o := range []int{unix.SO_BROADCAST, unix.SO_REUSEADDR, unix.SO_REUSEPORT} {
+				if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o, 1); serr != nil {
+					serr = fmt.Errorf("setsockopt %d: %w", o, serr)
+					return
+				}
+			}
+			if ifname != "" {
+				if serr = unix.BindToDevice(int(fd), ifname); serr != nil {
+					serr = fmt.Errorf("bind to interface %s: %w", ifname, serr)
+				}
+			}
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	return lc.ListenPacket(ctx, "udp4", fmt.Sprintf(":%d", serverPort))
+}
+
+func (s *Server) serve(conn net.PacketConn, req *Message) {
 	resp := s.Handle(req)
 	if resp == nil {
 		return
 	}
 	// RFC 2131 4.1: to a relay, to a configured client's address, else broadcast
 	// (a UDP socket cannot unicast to an address the client does not have yet).
-	dst := &net.UDPAddr{IP: net.IPv4bcast, Port: dhcpv4.ClientPort}
+	dst := &net.UDPAddr{IP: net.IPv4bcast, Port: clientPort}
 	switch {
-	case !req.GatewayIPAddr.IsUnspecified() && req.GatewayIPAddr != nil:
-		dst = &net.UDPAddr{IP: req.GatewayIPAddr, Port: dhcpv4.ServerPort}
-	case resp.MessageType() != dhcpv4.MessageTypeNak && req.ClientIPAddr != nil && !req.ClientIPAddr.IsUnspecified():
-		dst = &net.UDPAddr{IP: req.ClientIPAddr, Port: dhcpv4.ClientPort}
+	case req.GIAddr.IsValid() && !req.GIAddr.IsUnspecified():
+		dst = &net.UDPAddr{IP: req.GIAddr.AsSlice(), Port: serverPort}
+	case resp.MessageType() != msgNak && req.CIAddr.IsValid() && !req.CIAddr.IsUnspecified():
+		dst = &net.UDPAddr{IP: req.CIAddr.AsSlice(), Port: clientPort}
 	}
-	if _, err := conn.WriteTo(resp.ToBytes(), dst); err != nil {
+	if _, err := conn.WriteTo(resp.Marshal(), dst); err != nil {
 		s.cfg.Log.Warn("dhcp: send reply", "to", dst, "err", err)
 	}
 }
