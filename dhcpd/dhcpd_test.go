@@ -1,15 +1,19 @@
 package dhcpd
 
 import (
+	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
 	"github.com/voipgw/voipgw/config"
+	"github.com/voipgw/voipgw/lab"
 )
 
 var (
@@ -242,5 +246,33 @@ func TestOtherServerChosen(t *testing.T) {
 	}
 	if len(s.Leases()) != 0 {
 		t.Errorf("leased anyway")
+	}
+}
+
+// TestRunSocket opens the server's socket in a namespace of its own: it stops
+// cleanly with its context, and another server on port 67 is reported as such.
+func TestRunSocket(t *testing.T) {
+	ns := lab.TestNS(t, "dhcpd")
+	c := &clock{time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
+	s := newServer(t, "", c, config.DHCP{})
+	s.cfg.Ifname = "lo"
+	err := ns.Do(func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		return s.Run(ctx)
+	})
+	if err != nil {
+		t.Fatalf("Run until its context ended: %v", err)
+	}
+	err = ns.Do(func() error {
+		other, err := net.ListenPacket("udp4", ":67") // e.g. dnsmasq
+		if err != nil {
+			return err
+		}
+		defer other.Close()
+		return s.Run(context.Background())
+	})
+	if !errors.Is(err, ErrPortInUse) || !errors.Is(err, syscall.EADDRINUSE) {
+		t.Errorf("with port 67 taken: %v, want ErrPortInUse", err)
 	}
 }
