@@ -10,6 +10,7 @@ import (
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/userdata"
 	"github.com/mdlayher/netlink"
+	"github.com/voipgw/voipgw/nfhold"
 	"golang.org/x/sys/unix"
 )
 
@@ -49,7 +50,12 @@ func Apply(t *Table) error {
 	return err
 }
 
-// Update brings the kernel's table to t in ONE netlink transaction: packets see
+// Update brings the kernel's table to t; see UpdateHolding. Its netlink sockets
+// are closed before it returns: after a commit that deleted something that waits
+// out an RCU grace period (package nfhold).
+func Update(t *Table) (Changes, error) { return UpdateHolding(t, nil) }
+
+// UpdateHolding brings the kernel's table to t in ONE netlink transaction: packets see
 // either the old or the new ruleset, never a moment without rules, and if the
 // kernel rejects anything, nothing changes.
 //
@@ -61,12 +67,16 @@ func Apply(t *Table) error {
 // elements of Keep sets carried over with their remaining timeouts. Should the
 // kernel refuse the update (an element expired between the read and the commit),
 // the table is replaced instead.
-func Update(t *Table) (Changes, error) {
+//
+// Its netlink sockets go to h (nil: closed before it returns). The commit is
+// complete when UpdateHolding returns; closing the sockets later lets the caller
+// do other work while the kernel waits to free what the commit deleted.
+func UpdateHolding(t *Table, h *nfhold.Holder) (Changes, error) {
 	d, err := openDumper()
 	if err != nil {
 		return Changes{}, fmt.Errorf("open nftables netlink: %w", err)
 	}
-	defer d.close()
+	defer h.Close(nfhold.Func(d.close))
 	have, err := readKernel(d, t.Name)
 	if err != nil {
 		return Changes{}, fmt.Errorf("read table inet %s: %w", t.Name, err)
@@ -77,14 +87,14 @@ func Update(t *Table) (Changes, error) {
 			return Changes{}, err
 		}
 		if have.sameStructure(want) {
-			ch, err := update(d, t, have, want)
+			ch, err := update(d, h, t, have, want)
 			var refused *refusedError
 			if !errors.As(err, &refused) {
 				return ch, err
 			}
 		}
 	}
-	return Changes{Replaced: true}, replace(d, t, have, want)
+	return Changes{Replaced: true}, replace(d, h, t, have, want)
 }
 
 // refusedError is a batch the kernel did not commit.
@@ -93,14 +103,17 @@ type refusedError struct{ err error }
 func (e *refusedError) Error() string { return e.err.Error() }
 func (e *refusedError) Unwrap() error { return e.err }
 
-// newConn opens the connection for the batch. The batch goes out in one sendmsg,
+// newConn opens the connection for the batch: one socket for the whole batch and
+// its acks (lasting: google/nftables would otherwise open and close a socket in
+// Flush, and that close waits for the kernel to free what the batch deleted),
+// closed by the caller. The batch goes out in one sendmsg,
 // which the kernel refuses (EMSGSIZE) beyond the socket's send buffer (default
 // about 200 KB: some 7 000 allowlist elements), and its acks (one per message)
 // overflow the default receive buffer (ENOBUFS after the commit) near 100 000.
 // Raise both as nft does (SO_SNDBUFFORCE / SO_RCVBUFFORCE as root; bounds, not
 // allocations).
 func newConn() (*nftables.Conn, error) {
-	c, err := nftables.New(nftables.WithSockOptions(func(nc *netlink.Conn) error {
+	c, err := nftables.New(nftables.AsLasting(), nftables.WithSockOptions(func(nc *netlink.Conn) error {
 		return errors.Join(nc.SetWriteBuffer(64<<20), nc.SetReadBuffer(16<<20))
 	}))
 	if err != nil {
@@ -110,13 +123,13 @@ func newConn() (*nftables.Conn, error) {
 }
 
 // update sends the differences of a table whose structure is unchanged.
-func update(d *nlDumper, t *Table, have *kernelState, want *shape) (Changes, error) {
+func update(d *nlDumper, h *nfhold.Holder, t *Table, have *kernelState, want *shape) (Changes, error) {
 	var ch Changes
 	c, err := newConn()
 	if err != nil {
 		return ch, err
 	}
-	defer c.CloseLasting()
+	defer h.Close(nfhold.Func(c.CloseLasting))
 	nt := &nftables.Table{Name: t.Name, Family: family()}
 	for _, s := range t.Sets {
 		diff, err := diffElems(d, t.Name, s)
@@ -182,7 +195,7 @@ func sendElems(ids []string, del bool, queue func([]nftables.SetElement) error) 
 
 // replace deletes the table (if have says there is one) and creates t in one
 // batch, carrying counter values and Keep sets' elements from the kernel.
-func replace(d *nlDumper, t *Table, have *kernelState, want *shape) error {
+func replace(d *nlDumper, h *nfhold.Holder, t *Table, have *kernelState, want *shape) error {
 	var counters map[string]nftables.CounterObj
 	carried := map[string][]nftables.SetElement{}
 	if have != nil {
@@ -196,7 +209,7 @@ func replace(d *nlDumper, t *Table, have *kernelState, want *shape) error {
 	if err != nil {
 		return err
 	}
-	defer c.CloseLasting()
+	defer h.Close(nfhold.Func(c.CloseLasting))
 
 	nt := &nftables.Table{Name: t.Name, Family: family()}
 	c.AddTable(nt)

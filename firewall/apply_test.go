@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/voipgw/voipgw/lab"
+	"github.com/voipgw/voipgw/nfhold"
 )
 
 // genID is the kernel's nf_tables generation: every committed transaction
@@ -236,5 +237,48 @@ func TestUpdateReplacesRulesWithoutFingerprint(t *testing.T) {
 	}
 	if _, ch := mustUpdate(t, ns, dnsLabSpec()); !ch.None() {
 		t.Errorf("second update: %v, want unchanged", ch)
+	}
+}
+
+// With a holder, the update is committed when UpdateHolding returns (the sockets
+// stay open until Release, which only frees them): one entry changed is one
+// element deleted and one added, the forward chain's rules (config hash) replaced
+// and every other rule left as it was.
+func TestUpdateHoldingCommitsBeforeRelease(t *testing.T) {
+	requireNft(t)
+	ns := lab.TestNS(t, "fwhold")
+	base := dnsLabSpec()
+	base.Allow = append(slices.Clone(base.Allow), allowsFor("203.0.113.11/32", "udp/30001")...)
+	if _, ch := mustUpdate(t, ns, base); !ch.Replaced {
+		t.Fatalf("first apply: %v, want a new table", ch)
+	}
+	before := ruleHandles(t, ns)
+	spec := dnsLabSpec()
+	spec.Allow = append(slices.Clone(spec.Allow), allowsFor("203.0.113.11/32", "udp/30003")...)
+	spec.ConfigHash = "fedcba9876543210"
+	tbl, err := Build(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &nfhold.Holder{}
+	var ch Changes
+	if err := ns.Do(func() error { ch, err = UpdateHolding(tbl, h); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if ch.Replaced || ch.ElemsAdded != 1 || ch.ElemsDeleted != 1 || !sameNames(ch.ChainsReplaced, []string{"forward"}) {
+		t.Errorf("changes %v; want 1 element added, 1 deleted, rules of forward replaced", ch)
+	}
+	// Listed before Release: the kernel has the new table already.
+	if d := diffLines(canonical(tbl.Render()), canonical(nftList(t, ns, "voipgw"))); d != "" {
+		t.Errorf("before Release, kernel listing differs from render (- render, + kernel):\n%s", d)
+	}
+	after := ruleHandles(t, ns)
+	for chain, hs := range before {
+		if chain != "forward" && !slices.Equal(hs, after[chain]) {
+			t.Errorf("chain %s: rule handles %v -> %v, but its rules did not change", chain, hs, after[chain])
+		}
+	}
+	if err := h.Release(); err != nil {
+		t.Errorf("Release: %v", err)
 	}
 }
