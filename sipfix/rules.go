@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"slices"
 
+	"github.com/voipgw/voipgw/nfhold"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -52,7 +54,7 @@ func NeutraliseRules(ctx context.Context, log *slog.Logger, ifname, skip string,
 	var err error
 	for try := 0; try < 3; try++ {
 		var out []RuleChange
-		out, err = neutraliseOnce(ifname, skip, keep)
+		out, err = neutraliseOnce(nfhold.From(ctx), ifname, skip, keep)
 		if !errors.Is(err, errRulesetChanged) {
 			if err == nil {
 				for _, c := range out {
@@ -67,12 +69,12 @@ func NeutraliseRules(ctx context.Context, log *slog.Logger, ifname, skip string,
 	return keep, err
 }
 
-func neutraliseOnce(ifname, skip string, keep []RuleChange) ([]RuleChange, error) {
+func neutraliseOnce(h *nfhold.Holder, ifname, skip string, keep []RuleChange) ([]RuleChange, error) {
 	n, err := dialNft()
 	if err != nil {
 		return keep, err
 	}
-	defer n.Close()
+	defer h.Close(n)
 	gen, err := n.genID()
 	if err != nil {
 		return keep, err

@@ -166,9 +166,12 @@ func Neutralise(ctx context.Context, log *slog.Logger, t Target, prev *State) (*
 	if err != nil {
 		return st, err
 	}
-	n, err := DeleteHelperFlows(t.Subnets)
+	n, skipped, err := DeleteHelperFlows(ctx, t.Subnets)
 	if err != nil {
 		return st, fmt.Errorf("conntrack: %w", err)
+	}
+	if skipped != "" {
+		log.Debug("sip: conntrack table not read: no entry can carry the sip helper", "why", skipped)
 	}
 	if n > 0 {
 		log.Info("sip: deleted VoIP conntrack entries that carried the sip helper; the phones re-register through the NAT without it", "entries", n)
