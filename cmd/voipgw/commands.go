@@ -19,6 +19,7 @@ import (
 
 	"github.com/voipgw/voipgw/config"
 	"github.com/voipgw/voipgw/firewall"
+	"github.com/voipgw/voipgw/nfhold"
 	"github.com/voipgw/voipgw/resolver"
 	"github.com/voipgw/voipgw/vlan"
 )
@@ -180,7 +181,14 @@ func applyConfig(ctx context.Context, o *options, log *slog.Logger) (*plan, erro
 	for _, c := range changes {
 		log.Info("network: " + c)
 	}
-	fwChanges, err := firewall.Update(p.table)
+	// The netfilter netlink sockets of this run are closed when it is done: a commit
+	// that deleted anything makes the first close wait for an RCU grace period
+	// (10-15 ms; package nfhold), which so passes while the SIP ALG check and the
+	// record are done (released when this returns, before the unlock).
+	hold := &nfhold.Holder{}
+	defer hold.Release()
+	ctx = nfhold.With(ctx, hold)
+	fwChanges, err := firewall.UpdateHolding(p.table, hold)
 	if err != nil {
 		if uerr := undo(); uerr != nil {
 			return nil, fmt.Errorf("%w; undoing the network changes also failed: %v", err, uerr)
