@@ -32,6 +32,8 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/voipgw/voipgw/nfhold"
 )
 
 // Actions on a foreign rule.
@@ -74,13 +76,15 @@ var hookNames = map[nftables.ChainHook]string{
 	*nftables.ChainHookPostrouting: "postrouting",
 }
 
-// readTables reads every ip, ip6 and inet table except skip (voipgw's own).
-func readTables(n *nlConn, skip string) ([]snapTable, error) {
-	c, err := nftables.New()
+// readTables reads every ip, ip6 and inet table except skip (voipgw's own). Its
+// google/nftables socket is one for all requests (a Conn that is not lasting opens
+// and closes one per request) and is closed through h (package nfhold).
+func readTables(h *nfhold.Holder, n *nlConn, skip string) ([]snapTable, error) {
+	c, err := nftables.New(nftables.AsLasting())
 	if err != nil {
 		return nil, fmt.Errorf("open nftables netlink: %w", err)
 	}
-	defer c.CloseLasting()
+	defer h.Close(nfhold.Func(c.CloseLasting))
 	tables, err := c.ListTables()
 	if err != nil {
 		return nil, fmt.Errorf("list nftables tables: %w", err)

@@ -79,7 +79,7 @@ func neutraliseOnce(h *nfhold.Holder, ifname, skip string, keep []RuleChange) ([
 	if err != nil {
 		return keep, err
 	}
-	tables, err := readTables(n, skip)
+	tables, err := readTables(h, n, skip)
 	if err != nil {
 		return keep, err
 	}
@@ -163,7 +163,7 @@ func restoreOnce(log *slog.Logger, changes []RuleChange) error {
 	if err != nil {
 		return err
 	}
-	tables, err := readTables(n, "")
+	tables, err := readTables(nil, n, "")
 	if err != nil {
 		return err
 	}
@@ -240,7 +240,7 @@ func StripExclusions(ctx context.Context, log *slog.Logger, ifname string) (int,
 	if err != nil {
 		return 0, err
 	}
-	tables, err := readTables(n, "")
+	tables, err := readTables(nil, n, "")
 	if err != nil {
 		return 0, err
 	}

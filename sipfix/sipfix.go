@@ -55,7 +55,7 @@ func Detect(ctx context.Context, t Target) Report {
 	if n, err := dialNft(); err != nil {
 		fail("nftables", err)
 	} else {
-		tables, err := readTables(n, t.Table)
+		tables, err := readTables(nil, n, t.Table)
 		n.Close()
 		if err != nil {
 			fail("nftables", err)
