@@ -210,6 +210,9 @@ func benchApply(e *env) error {
 	if n, err := e.setElements("voipgw", "allow4"); err == nil {
 		fmt.Printf("setup: %d elements in allow4\n", n)
 	}
+	if err := gpProbe(e); err != nil {
+		return err
+	}
 	render := series{name: "voipgw render (no kernel)", unit: "ms"}
 	for range 5 {
 		res, err := e.run(*voipgwBin, "render", "--no-resolve", "--config", cfgA)
