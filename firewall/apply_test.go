@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
 
 	"github.com/voipgw/voipgw/lab"
@@ -280,5 +281,37 @@ func TestUpdateHoldingCommitsBeforeRelease(t *testing.T) {
 	}
 	if err := h.Release(); err != nil {
 		t.Errorf("Release: %v", err)
+	}
+}
+
+// Only the scanner sets (Keep, no Carry, no elements of their own, a default
+// timeout) are left unread by the diff; every other set is compared.
+func TestKeepsAsIsOnlyScanners(t *testing.T) {
+	tbl, err := Build(dnsLabSpec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range tbl.Sets {
+		if keepsAsIs(s) {
+			got = append(got, s.Name)
+		}
+	}
+	if want := []string{SetScanners4, SetScanners6}; !sameNames(got, want) {
+		t.Errorf("sets not read by the diff: %v, want %v", got, want)
+	}
+	s := &Set{Name: "x", Keep: true, Timeout: time.Minute}
+	for name, change := range map[string]func(){
+		"with Carry":        func() { s.Carry = func(e []nftables.SetElement) []nftables.SetElement { return e } },
+		"with elements":     func() { s.Elems = []Elem{{Key: []byte{192, 0, 2, 1}}} },
+		"without timeout":   func() { s.Timeout = 0 },
+		"not Keep":          func() { s.Keep = false },
+		"with packed elems": func() { s.Packed = []byte{192, 0, 2, 1} },
+	} {
+		*s = Set{Name: "x", Keep: true, Timeout: time.Minute}
+		change()
+		if keepsAsIs(s) {
+			t.Errorf("a set %s would not be read", name)
+		}
 	}
 }
