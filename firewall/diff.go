@@ -141,6 +141,11 @@ func itemOf(msg uint16, attrs []byte) (item, bool) {
 		name := cString(attrOf(attrs, unix.NFTA_SET_NAME))
 		size := attrOf(attrOf(attrs, unix.NFTA_SET_DESC), unix.NFTA_SET_DESC_SIZE)
 		flags := be32(attrOf(attrs, unix.NFTA_SET_FLAGS))
+		if len(size) == 0 && flags&unix.NFT_SET_EVAL != 0 {
+			// A dynamic set sent without a size has the kernel's default cap once a
+			// rule binds it (Set.nft leaves that size out on purpose).
+			size = binary.BigEndian.AppendUint32(nil, DynsetDefaultSize)
+		}
 		return item{kind: "set", name: name,
 			// The kernel leaves out flags that are 0; google/nftables sends them.
 			sig: fmt.Sprintf("flags:%x|", flags) + sigOf(attrs, unix.NFTA_SET_KEY_TYPE, unix.NFTA_SET_KEY_LEN,

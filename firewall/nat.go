@@ -150,7 +150,12 @@ func natSpecFromConfig(c *config.Config) NATSpec {
 }
 
 // natMapSize bounds each map: one element per phone endpoint with a live mapping.
-const natMapSize = 65535
+const natMapSize = DynsetDefaultSize
+
+// DynsetDefaultSize is the cap the kernel gives a set the packet path fills when
+// the set was created without a size (nft_dynset). Sets of this size are sent
+// without it (see Set.nft): no hash table allocated up front for the cap.
+const DynsetDefaultSize = 65535
 
 // addNAT adds full cone and media tracking to the table Build made. Without
 // Enabled and Keepalive (a spec built by hand) it adds nothing.

@@ -254,10 +254,10 @@ func Build(s Spec) (*Table, error) {
 	)
 	if s.Scan.Enabled {
 		t.Sets = append(t.Sets,
-			&Set{Name: SetScanners4, Fields: []Field{nftables.TypeIPAddr}, Dynamic: true, Timeout: s.Scan.Timeout, Size: 65535, Keep: true, Comment: "port scanners, dropped silently"},
-			&Set{Name: SetScanners6, Fields: []Field{nftables.TypeIP6Addr}, Dynamic: true, Timeout: s.Scan.Timeout, Size: 65535, Keep: true, Comment: "port scanners (/64), dropped silently"},
-			&Set{Name: SetScanRate4, Fields: []Field{nftables.TypeIPAddr}, Dynamic: true, Timeout: s.Scan.Window, Size: 65535, Comment: "per-source rate of unsolicited new connections"},
-			&Set{Name: SetScanRate6, Fields: []Field{nftables.TypeIP6Addr}, Dynamic: true, Timeout: s.Scan.Window, Size: 65535, Comment: "per-/64 rate of unsolicited new connections"},
+			&Set{Name: SetScanners4, Fields: []Field{nftables.TypeIPAddr}, Dynamic: true, Timeout: s.Scan.Timeout, Size: DynsetDefaultSize, Keep: true, Comment: "port scanners, dropped silently"},
+			&Set{Name: SetScanners6, Fields: []Field{nftables.TypeIP6Addr}, Dynamic: true, Timeout: s.Scan.Timeout, Size: DynsetDefaultSize, Keep: true, Comment: "port scanners (/64), dropped silently"},
+			&Set{Name: SetScanRate4, Fields: []Field{nftables.TypeIPAddr}, Dynamic: true, Timeout: s.Scan.Window, Size: DynsetDefaultSize, Comment: "per-source rate of unsolicited new connections"},
+			&Set{Name: SetScanRate6, Fields: []Field{nftables.TypeIP6Addr}, Dynamic: true, Timeout: s.Scan.Window, Size: DynsetDefaultSize, Comment: "per-/64 rate of unsolicited new connections"},
 		)
 	}
 
@@ -355,7 +355,32 @@ func Build(s Spec) (*Table, error) {
 	addSIP(t, s)     // sip.go
 	addNAT(t, s)     // nat.go
 	runBeforeFW4(t)  // fw4.go
+	unboundSizes(t)
 	return t, nil
+}
+
+// unboundSizes drops the default size of dynamic sets that no rule fills: such a
+// set is sent without a size (see Set.nft) and only a rule's dynset gives it the
+// kernel's default cap, so without one the kernel lists no size (and the table
+// would not list back as rendered).
+func unboundSizes(t *Table) {
+	bound := map[string]bool{}
+	for _, c := range t.Chains {
+		for _, r := range c.Rules {
+			for _, st := range r.Stmts {
+				for _, e := range st.Exprs {
+					if d, ok := e.(*expr.Dynset); ok {
+						bound[d.SetName] = true
+					}
+				}
+			}
+		}
+	}
+	for _, s := range t.Sets {
+		if s.Dynamic && s.Size == DynsetDefaultSize && !bound[s.Name] {
+			s.Size = 0
+		}
+	}
 }
 
 // voipInScan sends new inbound flows to the phones (only WAN gets this far in
