@@ -171,19 +171,17 @@ func addNAT(t *Table, s Spec) {
 	addRefresh(t, s, refresh)
 }
 
-// tickTimeout is the life of a tick4/6 element after its flow's last packet: longer
-// than one tick, so a busy flow keeps its element (and its limit's state).
-const tickTimeout = 2 * time.Second
-
 // addRefresh puts the per-packet bookkeeping (media tracking, mapping refresh,
 // IPv6 pinholes: rs) in chain voip_refresh and jumps to it from the top of
 // voip_out at most a few times a second per flow. Refreshing on every packet
 // cost a forwarded packet four to six set updates (BENCHMARKS.md §1); what the
 // refresh keeps alive lives for seconds to minutes (mapping timeout ≥ 5 s,
-// keep-alive interval ≥ 1 s), so a tick of a quarter of the shortest of them is
-// as good. The tick is `update @tick4 { flow limit rate R/second burst 1
-// packets }`: the first packet of a flow passes, then one per 1/R s; a flow that
-// sends less often (SIP keep-alives every 30 s) refreshes on every packet.
+// keep-alive interval ≥ 1 s), so a tick of a quarter of the shortest of them (at
+// most 1 s) is as good. The tick is tick4/6, a set of flows whose elements live
+// one tick: `flow != @tick4 add @tick4 { flow } jump voip_refresh` passes a flow's
+// first packet and then one packet per tick; a flow that sends less often (SIP
+// keep-alives every 30 s) refreshes on every packet. The other packets pay one
+// hash lookup.
 //
 // The refresh sits before the `ct status confirmed` accept, so flows that never
 // become established (one-way media, a phone's first REGISTERs) refresh too.
@@ -191,30 +189,25 @@ func addRefresh(t *Table, s Spec, rs []Rule) {
 	if len(rs) == 0 {
 		return
 	}
-	shortest := time.Duration(0)
+	tick := time.Second
 	for _, d := range []time.Duration{s.NAT.Timeout, s.NAT.Keepalive} {
-		if d > 0 && (shortest == 0 || d < shortest) {
-			shortest = d
+		if d > 0 && d/4 < tick {
+			tick = max(d/4, 10*time.Millisecond)
 		}
 	}
-	rate := uint64(1)
-	if shortest > 0 && shortest < 4*time.Second {
-		rate = uint64((4*time.Second + shortest - 1) / shortest)
-	}
-	tick := limitRate(false, rate, expr.LimitTimeSecond, 1)
 	flow4 := []Field{nftables.TypeIPAddr, nftables.TypeInetService, nftables.TypeIPAddr, nftables.TypeInetService}
 	flow6 := []Field{nftables.TypeIP6Addr, nftables.TypeInetService, nftables.TypeIP6Addr, nftables.TypeInetService}
 	// Keep: an unchanged re-apply leaves the ticks alone (a diff that empties a set
-	// is a kernel commit with deletions); a full replace carries them.
-	t.Sets = append(t.Sets, &Set{Name: SetTick4, Fields: flow4, Dynamic: true, Timeout: tickTimeout, Size: natMapSize, Keep: true,
-		Comment: "flows refreshed in the last tick (voip_refresh)"})
-	ticks := []Rule{rule(addrInPrefix(addrField{}, s.Subnet4, false), withUDP(updateFlowLimit(false, SetTick4, tick)), jump(ChainRefresh))}
+	// is a deleting commit, which costs a grace period: BENCHMARKS.md §3).
+	t.Sets = append(t.Sets, &Set{Name: SetTick4, Fields: flow4, Dynamic: true, Timeout: tick, Size: natMapSize, Keep: true,
+		Comment: "flows refreshed within the last tick (voip_refresh)"})
+	ticks := []Rule{rule(addrInPrefix(addrField{}, s.Subnet4, false), withUDP(tickFlow(false, SetTick4)), jump(ChainRefresh))}
 	if s.Subnet6.IsValid() {
-		t.Sets = append(t.Sets, &Set{Name: SetTick6, Fields: flow6, Dynamic: true, Timeout: tickTimeout, Size: natMapSize, Keep: true,
-			Comment: "flows refreshed in the last tick (voip_refresh)"})
-		ticks = append(ticks, rule(addrInPrefix(addrField{v6: true}, s.Subnet6, false), withUDP(updateFlowLimit(true, SetTick6, tick)), jump(ChainRefresh)))
+		t.Sets = append(t.Sets, &Set{Name: SetTick6, Fields: flow6, Dynamic: true, Timeout: tick, Size: natMapSize, Keep: true,
+			Comment: "flows refreshed within the last tick (voip_refresh)"})
+		ticks = append(ticks, rule(addrInPrefix(addrField{v6: true}, s.Subnet6, false), withUDP(tickFlow(true, SetTick6)), jump(ChainRefresh)))
 	}
-	t.Chains = append(t.Chains, &Chain{Name: ChainRefresh, Comment: "phones' flows: media tracking, mapping refresh, pinholes (a few times a second per flow)", Rules: rs})
+	t.Chains = append(t.Chains, &Chain{Name: ChainRefresh, Comment: "phones' flows: media tracking, mapping refresh, pinholes (once a tick per flow)", Rules: rs})
 	insertAfter(t, "voip_out", oifname(s.WAN, true).Text+" "+counterName(CounterLAN).Text+" drop", ticks)
 }
 

@@ -80,7 +80,7 @@ func TestBuildNAT(t *testing.T) {
 			for i, r := range out {
 				if strings.Contains(r, "@tick") {
 					ticks = append(ticks, i)
-					if i > confirmed || !strings.HasSuffix(r, "limit rate 1/second burst 1 packets } jump voip_refresh") {
+					if i > confirmed || !strings.HasSuffix(r, " } jump voip_refresh") {
 						t.Errorf("voip_out: tick rule %d must come before the confirmed accept and jump to voip_refresh: %s", i, r)
 					}
 				}
@@ -88,8 +88,8 @@ func TestBuildNAT(t *testing.T) {
 					t.Errorf("voip_out: per-packet learning outside voip_refresh: %s", r)
 				}
 			}
-			if len(ticks) != 2 || !strings.HasPrefix(out[ticks[0]], "ip saddr 192.0.2.0/25 update @tick4 { ip saddr . udp sport . ip daddr . udp dport ") ||
-				!strings.HasPrefix(out[ticks[1]], "ip6 saddr 2001:db8:20::/64 update @tick6 { ip6 saddr . udp sport . ip6 daddr . udp dport ") {
+			if len(ticks) != 2 || out[ticks[0]] != "ip saddr 192.0.2.0/25 ip saddr . udp sport . ip daddr . udp dport != @tick4 add @tick4 { ip saddr . udp sport . ip daddr . udp dport } jump voip_refresh" ||
+				out[ticks[1]] != "ip6 saddr 2001:db8:20::/64 ip6 saddr . udp sport . ip6 daddr . udp dport != @tick6 add @tick6 { ip6 saddr . udp sport . ip6 daddr . udp dport } jump voip_refresh" {
 				t.Errorf("voip_out: want a tick rule per family:\n%s", strings.Join(out, "\n"))
 			}
 			claimAt := slices.IndexFunc(out, func(r string) bool { return strings.HasSuffix(r, "jump nat_claim") })
@@ -277,6 +277,37 @@ func TestDynamicSetsSentWithoutDefaultSize(t *testing.T) {
 		}
 		if dynamic < 5 {
 			t.Errorf("wan %v: %d dynamic sets, want the NAT and tick sets", wan, dynamic)
+		}
+	}
+}
+
+// The refresh tick is a quarter of the shortest lifetime it keeps up (mapping
+// timeout, keep-alive interval), at most a second.
+func TestRefreshTick(t *testing.T) {
+	for _, tc := range []struct {
+		timeout, keepalive, want time.Duration
+	}{
+		{5 * time.Minute, 15 * time.Second, time.Second},
+		{5 * time.Second, 15 * time.Second, time.Second},
+		{5 * time.Minute, 2 * time.Second, 500 * time.Millisecond},
+		{5 * time.Minute, time.Second, 250 * time.Millisecond},
+		{5 * time.Minute, 0, time.Second},
+	} {
+		s := natSpec(true)
+		s.NAT.Timeout = tc.timeout
+		s.NAT.Keepalive, s.NAT.MediaPorts, s.NAT.MediaMax = tc.keepalive, []config.PortSpan{{First: 40000, Last: 65000}}, 1024
+		tbl, err := Build(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range []string{SetTick4, SetTick6} {
+			i := slices.IndexFunc(tbl.Sets, func(x *Set) bool { return x.Name == name })
+			if i < 0 {
+				t.Fatalf("no set %s", name)
+			}
+			if got := tbl.Sets[i].Timeout; got != tc.want {
+				t.Errorf("timeout %v, keep-alive %v: %s timeout %v, want %v", tc.timeout, tc.keepalive, name, got, tc.want)
+			}
 		}
 	}
 }

@@ -291,11 +291,33 @@ func daddrDportIn6(set string) Stmt {
 }
 
 // updateFlow is `update @media_out4 { ip saddr . udp sport . ip daddr . udp dport }`.
-func updateFlow(v6 bool, set string) Stmt { return updateFlowLimit(v6, set, Stmt{}) }
+func updateFlow(v6 bool, set string) Stmt {
+	exprs, kw := loadFlow(v6)
+	exprs = append(exprs, &expr.Dynset{SrcRegKey: reg32(0), SetName: set, Operation: unix.NFT_DYNSET_OP_UPDATE})
+	return Stmt{Text: "update @" + set + " { " + flowText(kw) + " }", Exprs: exprs}
+}
 
-// updateFlowLimit is updateFlow with a limit in the element (`… udp dport limit
-// rate 1/second burst 1 packets }`): past the limit the rule ends there.
-func updateFlowLimit(v6 bool, set string, limit Stmt) Stmt {
+// tickFlow is `ip saddr . udp sport . ip daddr . udp dport != @tick4 add @tick4 { … }`:
+// it matches when the flow has no element in the set (none yet, or its element
+// timed out) and adds one. With the set's timeout T it so matches the first packet
+// of a flow and then at most one packet per T, for the price of one hash lookup on
+// the others (a `limit` in the element costs a clock read and a lock per packet).
+func tickFlow(v6 bool, set string) Stmt {
+	exprs, kw := loadFlow(v6)
+	exprs = append(exprs,
+		&expr.Lookup{SourceRegister: reg32(0), SetName: set, Invert: true},
+		&expr.Dynset{SrcRegKey: reg32(0), SetName: set, Operation: unix.NFT_DYNSET_OP_ADD},
+	)
+	return Stmt{Text: flowText(kw) + " != @" + set + " add @" + set + " { " + flowText(kw) + " }", Exprs: exprs}
+}
+
+func flowText(kw string) string {
+	return kw + " saddr . udp sport . " + kw + " daddr . udp dport"
+}
+
+// loadFlow loads `ip saddr . udp sport . ip daddr . udp dport` (or ip6) into the
+// registers from 0 on, after the family's check.
+func loadFlow(v6 bool) ([]expr.Any, string) {
 	fam, kw, alen, soff := byte(unix.NFPROTO_IPV4), "ip", uint32(4), uint32(12)
 	if v6 {
 		fam, kw, alen, soff = unix.NFPROTO_IPV6, "ip6", 16, 8
@@ -307,11 +329,6 @@ func updateFlowLimit(v6 bool, set string, limit Stmt) Stmt {
 		&expr.Payload{DestRegister: reg32(words), Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2},
 		&expr.Payload{DestRegister: reg32(words + 1), Base: expr.PayloadBaseNetworkHeader, Offset: soff + alen, Len: alen},
 		&expr.Payload{DestRegister: reg32(2*words + 1), Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-		&expr.Dynset{SrcRegKey: reg32(0), SetName: set, Operation: unix.NFT_DYNSET_OP_UPDATE, Exprs: limit.Exprs},
 	)
-	key := kw + " saddr . udp sport . " + kw + " daddr . udp dport"
-	if limit.Text != "" {
-		key += " " + limit.Text
-	}
-	return Stmt{Text: "update @" + set + " { " + key + " }", Exprs: exprs}
+	return exprs, kw
 }
