@@ -431,35 +431,29 @@ func dropRules(subs ...string) func(string) string {
 
 // replaceChainBody replaces the lines of "\tchain NAME {" … "\t}" with body.
 func replaceChainBody(name, body string) func(string) string {
-	return func(text string) string {
-		var out []string
-		skip := false
-		for _, l := range strings.Split(text, "\n") {
-			switch {
-			case l == "\tchain "+name+" {":
-				skip = true
-				out = append(out, l, body)
-			case skip && l == "\t}":
-				skip = false
-				out = append(out, l)
-			case !skip:
-				out = append(out, l)
-			}
-		}
-		return strings.Join(out, "\n")
-	}
+	return func(text string) string { return rewriteChain(text, name, &body) }
 }
 
 // dropChain removes "\tchain NAME {" … "\t}" from nft text.
-func dropChain(text, name string) string {
+func dropChain(text, name string) string { return rewriteChain(text, name, nil) }
+
+// rewriteChain replaces the lines inside chain name with *body, or drops the
+// chain with its header and closing brace when body is nil.
+func rewriteChain(text, name string, body *string) string {
 	var out []string
 	skip := false
 	for _, l := range strings.Split(text, "\n") {
 		switch {
 		case l == "\tchain "+name+" {":
 			skip = true
+			if body != nil {
+				out = append(out, l, *body)
+			}
 		case skip && l == "\t}":
 			skip = false
+			if body != nil {
+				out = append(out, l)
+			}
 		case !skip:
 			out = append(out, l)
 		}
