@@ -18,7 +18,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -533,20 +532,7 @@ func (f *Forwarder) askTCP(ctx context.Context, query []byte, id uint16, req *re
 	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
 		deadline = dl
 	}
-	d := net.Dialer{Deadline: deadline}
-	c, err := d.DialContext(ctx, "tcp", up.String())
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
-	c.SetDeadline(deadline)
-	out := make([]byte, 2+len(query))
-	binary.BigEndian.PutUint16(out, uint16(len(query)))
-	copy(out[2:], query)
-	if _, err := c.Write(out); err != nil {
-		return nil, err
-	}
-	reply, err := readTCPMsg(c)
+	reply, err := dnsmsg.AskTCP(ctx, up, query, deadline)
 	if err != nil {
 		return nil, err
 	}
@@ -556,23 +542,6 @@ func (f *Forwarder) askTCP(ctx context.Context, query []byte, id uint16, req *re
 		return nil, errors.New("reply does not match the query")
 	}
 	return reply, nil
-}
-
-// readTCPMsg reads one length-prefixed message.
-func readTCPMsg(r io.Reader) ([]byte, error) {
-	var l [2]byte
-	if _, err := io.ReadFull(r, l[:]); err != nil {
-		return nil, err
-	}
-	n := int(binary.BigEndian.Uint16(l[:]))
-	if n < dnsmsg.HeaderLen {
-		return nil, fmt.Errorf("message of %d bytes: %w", n, dnsmsg.ErrFormat)
-	}
-	b := make([]byte, n)
-	if _, err := io.ReadFull(r, b); err != nil {
-		return nil, err
-	}
-	return b, nil
 }
 
 // answers reports whether b is the reply to the query: a response with the query's

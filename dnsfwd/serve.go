@@ -7,7 +7,6 @@ package dnsfwd
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -40,14 +39,12 @@ type replyWriter struct {
 func (w *replyWriter) write(b []byte) error {
 	switch {
 	case w.conn != nil:
-		if len(b) > dnsmsg.MaxMsgSize {
-			return errors.New("message too large for TCP")
+		out, err := dnsmsg.AppendTCP(nil, b)
+		if err != nil {
+			return err
 		}
-		out := make([]byte, 2+len(b))
-		binary.BigEndian.PutUint16(out, uint16(len(b)))
-		copy(out[2:], b)
 		w.conn.SetWriteDeadline(time.Now().Add(tcpWriteTime))
-		_, err := w.conn.Write(out)
+		_, err = w.conn.Write(out)
 		return err
 	case w.udp != nil:
 		_, err := w.udp.WriteToUDPAddrPort(b, w.remote)
@@ -208,7 +205,7 @@ func (f *Forwarder) serveConn(s *server, c net.Conn) {
 		if stop {
 			return
 		}
-		msg, err := readTCPMsg(c)
+		msg, err := dnsmsg.ReadTCP(c)
 		if err != nil {
 			return
 		}

@@ -11,7 +11,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -182,6 +181,13 @@ func exchange(ctx context.Context, network string, q []byte, up netip.AddrPort, 
 	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
 		deadline = dl
 	}
+	if network == "tcp" {
+		b, err := dnsmsg.AskTCP(ctx, up, q, deadline)
+		if err != nil {
+			return nil, err
+		}
+		return reply(q, b)
+	}
 	d := net.Dialer{Deadline: deadline}
 	c, err := d.DialContext(ctx, network, up.String())
 	if err != nil {
@@ -189,23 +195,6 @@ func exchange(ctx context.Context, network string, q []byte, up netip.AddrPort, 
 	}
 	defer c.Close()
 	c.SetDeadline(deadline)
-	if network == "tcp" {
-		out := make([]byte, 2+len(q))
-		binary.BigEndian.PutUint16(out, uint16(len(q)))
-		copy(out[2:], q)
-		if _, err := c.Write(out); err != nil {
-			return nil, err
-		}
-		var l [2]byte
-		if _, err := io.ReadFull(c, l[:]); err != nil {
-			return nil, err
-		}
-		b := make([]byte, binary.BigEndian.Uint16(l[:]))
-		if _, err := io.ReadFull(c, b); err != nil {
-			return nil, err
-		}
-		return reply(q, b)
-	}
 	if _, err := c.Write(q); err != nil {
 		return nil, err
 	}
