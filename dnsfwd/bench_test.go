@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+	"golang.org/x/sys/unix"
 
 	"github.com/voipgw/voipgw/config"
 	"github.com/voipgw/voipgw/firewall"
@@ -153,6 +155,69 @@ func BenchmarkLatency(b *testing.B) {
 	b.Run("forwarder-allowlisted-new-address", func(b *testing.B) { // a kernel write per query
 		benchQueries(b, env.fwd, func(i int) string { return fmt.Sprintf("h%d.flood.wild.example", i) })
 	})
+	// The floor of any forwarder on loopback: a relay that does nothing but the two
+	// extra hops (receive, send upstream, receive, send back), with blocking system
+	// calls on one locked thread and one upstream socket — no parsing, no goroutine,
+	// no socket per query. A miss through the real forwarder is compared with it.
+	// (Every query through it goes upstream: it is the floor of a miss.)
+	relay := startRelay(b, env.upstream)
+	b.Run("relay-floor", func(b *testing.B) { // the same name as upstream-direct: the same work upstream
+		benchQueries(b, relay, func(int) string { return "other.example" })
+	})
+}
+
+// startRelay serves the floor relay of BenchmarkLatency on a loopback port until
+// the benchmark ends.
+func startRelay(b *testing.B, upstream netip.AddrPort) netip.AddrPort {
+	b.Helper()
+	lfd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ufd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		unix.Close(lfd)
+		b.Fatal(err)
+	}
+	loop := &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}
+	if err := unix.Bind(lfd, loop); err != nil {
+		b.Fatal(err)
+	}
+	if err := unix.Connect(ufd, &unix.SockaddrInet4{Addr: upstream.Addr().As4(), Port: int(upstream.Port())}); err != nil {
+		b.Fatal(err)
+	}
+	// A timeout on the listening socket lets the loop see the end of the benchmark.
+	tv := unix.NsecToTimeval(int64(50 * time.Millisecond))
+	if err := unix.SetsockoptTimeval(lfd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		b.Fatal(err)
+	}
+	sa, err := unix.Getsockname(lfd)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var stop atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread()
+		buf := make([]byte, 4096)
+		for !stop.Load() {
+			n, from, err := unix.Recvfrom(lfd, buf, 0)
+			if err != nil {
+				continue // the timeout, or a stray error: look at stop again
+			}
+			if _, err := unix.Write(ufd, buf[:n]); err != nil {
+				continue
+			}
+			m, err := unix.Read(ufd, buf)
+			if err != nil {
+				continue
+			}
+			_ = unix.Sendto(lfd, buf[:m], 0, from)
+		}
+	}()
+	b.Cleanup(func() { stop.Store(true); <-done; unix.Close(lfd); unix.Close(ufd) })
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(sa.(*unix.SockaddrInet4).Port))
 }
 
 // BenchmarkThroughput: 16 concurrent clients per core.
