@@ -1,9 +1,10 @@
 package dnsfwd
 
 // The DNS server side: UDP datagrams and TCP connections (RFC 1035 §4.2, RFC 7766)
-// read and handed to handle, as miekg/dns's server did before (a goroutine per
-// datagram, a TCP connection's queries one after the other, at most 128 per
-// connection, 10 s to the first and between queries), with voipgw's own codec.
+// read and handed to handle, as miekg/dns's server did before (a TCP connection's
+// queries one after the other, at most 128 per connection, 10 s to the first and
+// between queries), with voipgw's own codec. Datagrams go to worker goroutines that
+// wait for the next one (miekg started a goroutine per datagram; see udpWorker).
 
 import (
 	"context"
@@ -61,6 +62,10 @@ var pktPool = sync.Pool{New: func() any { b := make([]byte, udpReadSize); return
 type server struct {
 	stopping atomic.Bool
 	handlers sync.WaitGroup
+	workers  sync.WaitGroup
+	work     chan udpJob   // to an idle worker (unbuffered: taken only by one that waits)
+	idle     atomic.Int32  // workers waiting on work
+	quit     chan struct{} // closed when Serve stops: idle workers leave
 	mu       sync.Mutex
 	conns    map[net.Conn]struct{}
 }
@@ -68,7 +73,7 @@ type server struct {
 // Serve answers on the sockets until ctx ends; it closes them, and returns once
 // the queries in flight are answered.
 func (f *Forwarder) Serve(ctx context.Context, pcs []net.PacketConn, lns []net.Listener) error {
-	s := &server{conns: map[net.Conn]struct{}{}}
+	s := &server{conns: map[net.Conn]struct{}{}, work: make(chan udpJob), quit: make(chan struct{})}
 	errc := make(chan error, len(pcs)+len(lns))
 	var loops sync.WaitGroup
 	for _, pc := range pcs {
@@ -101,7 +106,56 @@ func (f *Forwarder) Serve(ctx context.Context, pcs []net.PacketConn, lns []net.L
 	s.mu.Unlock()
 	loops.Wait()
 	s.handlers.Wait()
+	close(s.quit)
+	s.workers.Wait()
 	return err
+}
+
+// udpJob is one datagram for a worker.
+type udpJob struct {
+	w  *replyWriter
+	bp *[]byte
+	n  int
+}
+
+// A datagram is handled by a worker that waits for one, else by a new worker. A
+// worker then waits up to workerIdle for the next, at most maxIdleWorkers of them:
+// a goroutine that has handled a query has the stack a query needs, and a new one
+// per datagram grew its stack (copied it) two or three times per query — a fifth
+// of the handler's CPU time in the profile of a miss (BENCHMARKS.md §5).
+const (
+	workerIdle     = 10 * time.Second
+	maxIdleWorkers = 4
+)
+
+func (f *Forwarder) udpWorker(s *server, j udpJob) {
+	defer s.workers.Done()
+	var t *time.Timer
+	for {
+		f.handle(j.w, (*j.bp)[:j.n])
+		pktPool.Put(j.bp)
+		s.handlers.Done()
+		if s.idle.Add(1) > maxIdleWorkers {
+			s.idle.Add(-1)
+			return
+		}
+		if t == nil {
+			t = time.NewTimer(workerIdle)
+			defer t.Stop()
+		} else {
+			t.Reset(workerIdle)
+		}
+		select {
+		case j = <-s.work:
+			s.idle.Add(-1)
+		case <-t.C:
+			s.idle.Add(-1)
+			return
+		case <-s.quit:
+			s.idle.Add(-1)
+			return
+		}
+	}
 }
 
 func (f *Forwarder) serveUDP(s *server, pc net.PacketConn) error {
@@ -136,11 +190,13 @@ func (f *Forwarder) serveUDP(s *server, pc net.PacketConn) error {
 			continue
 		}
 		s.handlers.Add(1)
-		go func() {
-			defer s.handlers.Done()
-			defer pktPool.Put(bp)
-			f.handle(w, (*bp)[:n])
-		}()
+		j := udpJob{w: w, bp: bp, n: n}
+		select {
+		case s.work <- j:
+		default:
+			s.workers.Add(1)
+			go f.udpWorker(s, j)
+		}
 	}
 }
 

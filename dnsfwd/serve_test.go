@@ -2,9 +2,12 @@ package dnsfwd
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -381,3 +384,67 @@ func (c *captureConn) Write(b []byte) (int, error) {
 func (c *captureConn) SetWriteDeadline(time.Time) error { return nil }
 
 var dnsmsgParse = dnsmsg.Parse
+
+// workersIn counts goroutines that are in udpWorker.
+func workersIn() int {
+	buf := make([]byte, 1<<20)
+	return strings.Count(string(buf[:runtime.Stack(buf, true)]), "dnsfwd.(*Forwarder).udpWorker(")
+}
+
+// Datagrams go to waiting workers: a burst of concurrent queries is answered,
+// afterwards at most maxIdleWorkers wait for more, and none outlives Serve.
+func TestUDPWorkers(t *testing.T) {
+	z := &lab.Zone{}
+	z.Set("other.example", otherAddr)
+	up, stop, err := lab.ServeZone(netip.MustParseAddrPort("127.0.0.1:0"), z)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	f, err := New(Config{Clients: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, Upstreams: []netip.AddrPort{up}, Max: 8}, newFake(8))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := pc.LocalAddr().(*net.UDPAddr).AddrPort()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Serve(ctx, []net.PacketConn{pc}, nil) }()
+	defer func() { cancel(); <-done }()
+
+	const burst = 32
+	var wg sync.WaitGroup
+	errs := make(chan error, burst)
+	for i := range burst {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m := new(dns.Msg)
+			m.SetQuestion(fmt.Sprintf("n%d.other.example.", i), dns.TypeA) // misses: each one waits for the upstream
+			c := &dns.Client{Timeout: 3 * time.Second}
+			if _, _, err := c.Exchange(m, addr.String()); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("query: %v", err)
+	}
+	time.Sleep(100 * time.Millisecond) // the workers of the burst finish their answers
+	if n := workersIn(); n < 1 || n > maxIdleWorkers {
+		t.Errorf("%d workers wait after the burst, want 1..%d", n, maxIdleWorkers)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Serve: %v", err)
+	}
+	done <- nil // for the deferred receive
+	if n := workersIn(); n != 0 {
+		t.Errorf("%d workers are left after Serve returned", n)
+	}
+}
