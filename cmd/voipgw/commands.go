@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -149,7 +150,20 @@ func cmdApply(ctx context.Context, o *options, out io.Writer, log *slog.Logger) 
 }
 
 // applyConfig is apply without the output: the daemon calls it at start and on SIGHUP.
-func applyConfig(ctx context.Context, o *options, log *slog.Logger) (*plan, error) {
+func applyConfig(ctx context.Context, o *options, log *slog.Logger) (_ *plan, err error) {
+	// How long each step took, logged when the run is done: what an apply costs on
+	// the router (and what dominates it: BENCHMARKS.md §3) without a profiler.
+	var tm applyTiming
+	t0 := time.Now()
+	step := func(d *time.Duration) { now := time.Now(); *d = now.Sub(t0); t0 = now }
+	start := t0
+	defer func() {
+		if err == nil {
+			step(&tm.release)
+			log.Info("apply done", "took", ms(time.Since(start)), "plan", ms(tm.plan), "network", ms(tm.network),
+				"table", ms(tm.table), "sip_alg", ms(tm.sip), "record", ms(tm.record), "release", ms(tm.release))
+		}
+	}()
 	p, err := makePlan(ctx, o, log, true)
 	if err != nil {
 		return nil, err
@@ -174,10 +188,12 @@ func applyConfig(ctx context.Context, o *options, log *slog.Logger) (*plan, erro
 		prevVLAN = prev.VLAN
 	}
 
+	step(&tm.plan) // config, names resolved, table built, state lock and record read
 	vst, changes, undo, err := vlan.Apply(ctx, p.desired, prevVLAN)
 	if err != nil {
 		return nil, fmt.Errorf("VoIP network %s: %w (nothing changed)", p.desired.Name, err)
 	}
+	step(&tm.network)
 	for _, c := range changes {
 		log.Info("network: " + c)
 	}
@@ -196,6 +212,7 @@ func applyConfig(ctx context.Context, o *options, log *slog.Logger) (*plan, erro
 		return nil, fmt.Errorf("%w; the network changes of this run were undone", err)
 	}
 	log.Info("table installed", "table", "inet "+p.table.Name, "config", p.hash, "changes", fwChanges.String())
+	step(&tm.table)
 
 	// What the previous apply made under other names is no longer wanted.
 	if prev != nil && prev.Table != "" && prev.Table != p.table.Name {
@@ -204,14 +221,26 @@ func applyConfig(ctx context.Context, o *options, log *slog.Logger) (*plan, erro
 		}
 	}
 	sipState, sipErr := applySIP(ctx, p, prev, log) // sip.go: SIP ALG off outside voipgw's table
+	step(&tm.sip)
 	rec := &record{Table: p.table.Name, ConfigHash: p.hash, ConfigPath: o.config, AppliedAt: time.Now().UTC(), VLAN: vst, SIP: sipState}
 	if err := saveRecord(o.stateDir, rec); err != nil {
 		return nil, err
 	}
+	step(&tm.record)
 	if sipErr != nil {
 		return nil, sipErr
 	}
 	return p, nil
+}
+
+// applyTiming is the duration of each step of one apply; release is the close of
+// its netfilter sockets, which waits out the kernel's grace period after a commit
+// that deleted anything (package nfhold).
+type applyTiming struct{ plan, network, table, sip, record, release time.Duration }
+
+// ms formats d in milliseconds with two decimals, for the log.
+func ms(d time.Duration) string {
+	return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 2, 64) + "ms"
 }
 
 func cmdDown(ctx context.Context, o *options, out io.Writer, log *slog.Logger) error {

@@ -139,6 +139,10 @@ func TestPolicyInLab(t *testing.T) {
 	if !strings.Contains(out, "applied config") {
 		t.Fatalf("apply said: %s", out)
 	}
+	// The log's last word on an apply: how long it took, step by step.
+	if !regexp.MustCompile(`msg="apply done" took=[0-9.]+ms plan=[0-9.]+ms network=[0-9.]+ms table=[0-9.]+ms sip_alg=[0-9.]+ms record=[0-9.]+ms release=[0-9.]+ms`).MatchString(out) {
+		t.Errorf("apply did not log its steps' durations:\n%s", out)
+	}
 
 	t.Run("phone reaches SBC SIP, TLS and RTP through the NAT", func(t *testing.T) {
 		reply := expect(t, l.Phone1, "udp", any0, ap(lab.SBC, 5060), lab.Reached)
