@@ -177,7 +177,14 @@ func TestRunNotifiesSystemd(t *testing.T) {
 // action is what fw4 does around the table: "start"/"reload" pipe
 // `table inet fw4; flush table inet fw4; table inet fw4 { ... }` into nft (fw4 start
 // and reload), "restart" first deletes table inet fw4 (fw4 restart = stop + start).
-func fw4Ruleset(withZone bool) string {
+func fw4Ruleset(withZone bool) string { return fw4RulesetOffload(withZone, nil) }
+
+// fw4RulesetOffload is fw4Ruleset with software flow offloading (`option
+// flow_offloading '1'` in the defaults) when offload names devices: fw4's template
+// then declares flowtable ft on them (ruleset.uc: `hook ingress priority 0`, a
+// counter, `flags offload` only for hardware offloading) and puts
+// `meta l4proto { tcp, udp } flow offload @ft` first in its forward chain.
+func fw4RulesetOffload(withZone bool, offload []string) string {
 	type zone struct{ name, dev, input, forward string }
 	zones := []zone{{"lan", lab.GWLANIf, "accept", "accept"}, {"wan", lab.GWWANIf, "reject", "reject"}}
 	fwd := map[string][]string{"lan": {"wan"}}
@@ -187,6 +194,13 @@ func fw4Ruleset(withZone bool) string {
 	}
 	var b strings.Builder
 	b.WriteString("table inet fw4\nflush table inet fw4\ntable inet fw4 {\n")
+	if len(offload) > 0 {
+		fmt.Fprintf(&b, "\tflowtable ft {\n\t\thook ingress priority 0;\n\t\tdevices = { %q", offload[0])
+		for _, d := range offload[1:] {
+			fmt.Fprintf(&b, ", %q", d)
+		}
+		b.WriteString(" };\n\t\tcounter;\n\t}\n")
+	}
 	b.WriteString("\tchain input {\n\t\ttype filter hook input priority filter; policy drop;\n\t\tiif \"lo\" accept\n")
 	b.WriteString("\t\tct state vmap { established : accept, related : accept }\n")
 	for _, z := range zones {
@@ -194,6 +208,9 @@ func fw4Ruleset(withZone bool) string {
 	}
 	b.WriteString("\t\tjump handle_reject\n\t}\n")
 	b.WriteString("\tchain forward {\n\t\ttype filter hook forward priority filter; policy drop;\n")
+	if len(offload) > 0 {
+		b.WriteString("\t\tmeta l4proto { tcp, udp } flow offload @ft\n")
+	}
 	b.WriteString("\t\tct state vmap { established : accept, related : accept }\n")
 	for _, z := range zones {
 		fmt.Fprintf(&b, "\t\tiifname %q jump forward_%s\n", z.dev, z.name)
@@ -225,6 +242,11 @@ func fw4Ruleset(withZone bool) string {
 
 func fw4Load(t *testing.T, ns *lab.NS, action string, withZone bool) {
 	t.Helper()
+	fw4LoadRuleset(t, ns, action, fw4Ruleset(withZone))
+}
+
+func fw4LoadRuleset(t *testing.T, ns *lab.NS, action, ruleset string) {
+	t.Helper()
 	if action == "restart" {
 		if _, err := ns.Run("nft", "delete", "table", "inet", "fw4"); err != nil {
 			t.Fatal(err)
@@ -233,7 +255,7 @@ func fw4Load(t *testing.T, ns *lab.NS, action string, withZone bool) {
 	var out bytes.Buffer
 	err := ns.Do(func() error {
 		cmd := exec.Command("nft", "-f", "-")
-		cmd.Stdin = strings.NewReader(fw4Ruleset(withZone))
+		cmd.Stdin = strings.NewReader(ruleset)
 		cmd.Stdout, cmd.Stderr = &out, &out
 		return cmd.Run()
 	})
