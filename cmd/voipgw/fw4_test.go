@@ -177,14 +177,18 @@ func TestRunNotifiesSystemd(t *testing.T) {
 // action is what fw4 does around the table: "start"/"reload" pipe
 // `table inet fw4; flush table inet fw4; table inet fw4 { ... }` into nft (fw4 start
 // and reload), "restart" first deletes table inet fw4 (fw4 restart = stop + start).
-func fw4Ruleset(withZone bool) string { return fw4RulesetOffload(withZone, nil) }
+func fw4Ruleset(withZone bool) string { return fw4RulesetOffload(withZone, false, nil) }
 
 // fw4RulesetOffload is fw4Ruleset with software flow offloading (`option
 // flow_offloading '1'` in the defaults) when offload names devices: fw4's template
 // then declares flowtable ft on them (ruleset.uc: `hook ingress priority 0`, a
 // counter, `flags offload` only for hardware offloading) and puts
-// `meta l4proto { tcp, udp } flow offload @ft` first in its forward chain.
-func fw4RulesetOffload(withZone bool, offload []string) string {
+// `meta l4proto { tcp, udp } flow offload @ft` first in its forward chain. With
+// wanDNAT the wan zone accepts forwarded flows that were DNATed (fw4's `ct status
+// dnat accept` "Accept port forwards", which its template writes only for a zone
+// with a port forward: dflags.dnat); without it fw4 rejects the new inbound flows
+// voipgw's full cone DNATs to a phone.
+func fw4RulesetOffload(withZone, wanDNAT bool, offload []string) string {
 	type zone struct{ name, dev, input, forward string }
 	zones := []zone{{"lan", lab.GWLANIf, "accept", "accept"}, {"wan", lab.GWWANIf, "reject", "reject"}}
 	fwd := map[string][]string{"lan": {"wan"}}
@@ -221,6 +225,9 @@ func fw4RulesetOffload(withZone bool, offload []string) string {
 	for _, z := range zones {
 		fmt.Fprintf(&b, "\tchain input_%s {\n\t\tjump %s_from_%s\n\t}\n", z.name, z.input, z.name)
 		fmt.Fprintf(&b, "\tchain forward_%s {\n", z.name)
+		if wanDNAT && z.name == "wan" {
+			b.WriteString("\t\tct status dnat accept\n")
+		}
 		for _, dst := range fwd[z.name] {
 			fmt.Fprintf(&b, "\t\tjump accept_to_%s\n", dst)
 		}
