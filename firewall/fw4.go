@@ -282,3 +282,57 @@ func findSection(f *uci.File, name string) *uci.Section {
 func uciQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
+
+// FW4FlowOffloading reads fw4's flow offloading switches from the firewall file
+// (fw may be nil): `option flow_offloading` and `option flow_offloading_hw` of the
+// first defaults section (firewall.@defaults[0]), with fw4's boolean spellings.
+func FW4FlowOffloading(fw *uci.File) (soft, hw bool) {
+	if fw == nil {
+		return false, false
+	}
+	ds := fw.SectionsOfType("defaults")
+	if len(ds) == 0 {
+		return false, false
+	}
+	on := func(name string) bool {
+		v := values(ds[0], name)
+		if len(v) == 0 {
+			return false
+		}
+		switch strings.ToLower(v[0]) {
+		case "1", "yes", "on", "true", "enabled":
+			return true
+		}
+		return false
+	}
+	return on("flow_offloading"), on("flow_offloading_hw")
+}
+
+// FW4FlowOffloadWarning says why fw4's flow offloading breaks what voipgw keeps
+// in the packet path, or "" when fw4's flow offloading is off. Why (verified on
+// Debian's 6.1 kernel, cmd/voipgw TestFullConeFlowOffloadInLab): fw4 then puts
+// `meta l4proto { tcp, udp } flow offload @ft` first in its forward chain, the
+// kernel offloads every confirmed UDP flow it sees there (nft_flow_offload_eval),
+// and the flow's later packets are forwarded from the ingress hook of each
+// flowtable device they arrive on (nf_flow_offload_ip_hook), never reaching the
+// forward hook where voip_out refreshes the phones' mappings (nat_out4, nat_in4,
+// nat_held4, nat_eps4), IPv6 pinholes and media flows. Whether the phones' side
+// is a flowtable device depends on the fw4 version and the network setup (fw4
+// takes the devices of its zones' networks, from 2022-05 to 2024-03 resolved to
+// their lower devices), not on voipgw's zone; voipgw's own table cannot exempt a
+// flow from offloading without a conntrack helper.
+func FW4FlowOffloadWarning(fw *uci.File) string {
+	soft, hw := FW4FlowOffloading(fw)
+	if !soft {
+		return ""
+	}
+	what := "firewall.@defaults[0].flow_offloading is on"
+	if hw {
+		what += " (with flow_offloading_hw)"
+	}
+	return what + ": fw4's flowtable forwards the phones' established UDP flows past voipgw's forward chain, " +
+		"so their full-cone mappings (nat_out4, nat_in4), IPv6 pinholes and media tracking are no longer refreshed " +
+		"and expire after nat.timeout during calls and registrations (inbound calls through the mapping fail, " +
+		"and its port can go to another phone); switch it off: uci set firewall.@defaults[0].flow_offloading='0'; " +
+		"uci commit firewall; service firewall reload"
+}

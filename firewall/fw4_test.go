@@ -384,3 +384,46 @@ func TestTablePresent(t *testing.T) {
 		t.Error("table present after nft delete")
 	}
 }
+
+// fw4's flow offloading switches, read as fw4 reads them (the first defaults
+// section, its boolean spellings), on the stock firewall file and on variants.
+func TestFW4FlowOffloading(t *testing.T) {
+	stock := readUCI(t, "../uci/testdata/firewall")
+	withDefaults := func(opts string) *uci.File {
+		return parseUCI(t, "firewall", "config defaults\n\toption input 'REJECT'\n"+opts+"\nconfig zone\n\toption name 'wan'\n")
+	}
+	for _, tc := range []struct {
+		name     string
+		fw       *uci.File
+		soft, hw bool
+	}{
+		{"no firewall4 config", nil, false, false},
+		{"stock OpenWrt file", stock, false, false},
+		{"software offloading", withDefaults("\toption flow_offloading '1'\n"), true, false},
+		{"hardware offloading", withDefaults("\toption flow_offloading '1'\n\toption flow_offloading_hw '1'\n"), true, true},
+		{"spelled yes", withDefaults("\toption flow_offloading 'yes'\n"), true, false},
+		{"switched off", withDefaults("\toption flow_offloading '0'\n\toption flow_offloading_hw '1'\n"), false, true},
+		{"a later defaults section does not count", parseUCI(t, "firewall", "config defaults\n\toption input 'REJECT'\n\nconfig defaults\n\toption flow_offloading '1'\n"), false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			soft, hw := FW4FlowOffloading(tc.fw)
+			if soft != tc.soft || hw != tc.hw {
+				t.Errorf("FW4FlowOffloading = %v, %v; want %v, %v", soft, hw, tc.soft, tc.hw)
+			}
+			w := FW4FlowOffloadWarning(tc.fw)
+			if tc.soft != (w != "") {
+				t.Fatalf("warning %q with flow_offloading %v", w, tc.soft)
+			}
+			if tc.soft {
+				for _, want := range []string{"firewall.@defaults[0].flow_offloading is on", "nat_out4", "expire", "flow_offloading='0'"} {
+					if !strings.Contains(w, want) {
+						t.Errorf("warning %q does not say %q", w, want)
+					}
+				}
+				if hw != strings.Contains(w, "flow_offloading_hw") {
+					t.Errorf("warning %q: hardware offloading %v", w, hw)
+				}
+			}
+		})
+	}
+}

@@ -78,3 +78,60 @@ func TestValidateCommandMatchesApply(t *testing.T) {
 		t.Errorf("validate says %+v; render (as apply) says %q", res.Errors, errOut.String())
 	}
 }
+
+// fw4's flow offloading is named by validate, status and apply's log when the
+// config keeps state from the packet path (nat, keep-alive), from a sample
+// /etc/config/firewall.
+func TestFlowOffloadWarning(t *testing.T) {
+	dir := t.TempDir()
+	stock, err := os.ReadFile("../../uci/testdata/firewall")
+	if err != nil {
+		t.Fatal(err)
+	}
+	offloading := strings.Replace(string(stock), "config defaults\n", "config defaults\n\toption flow_offloading\t1\n", 1)
+	if offloading == string(stock) {
+		t.Fatal("the stock firewall file has no defaults section to switch offloading on in")
+	}
+	files := map[string]string{"stock": string(stock), "offloading": offloading}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	example, err := os.ReadFile("../../openwrt/voipgw.config")
+	if err != nil {
+		t.Fatal(err)
+	}
+	withNAT := string(example) + "\nconfig nat 'nat'\n\toption enabled '1'\n"
+	withoutNAT := string(example) + "\nconfig nat 'nat'\n\toption enabled '0'\n\nconfig keepalive 'keepalive'\n\toption enabled '0'\n"
+	defer func(p string) { fw4FirewallPath = p }(fw4FirewallPath)
+	for _, tc := range []struct {
+		name, firewall, config string
+		warn                   bool
+	}{
+		{"offloading and the full cone", "offloading", withNAT, true},
+		{"the stock firewall file", "stock", withNAT, false},
+		{"no firewall4", "missing", withNAT, false},
+		{"offloading without packet-path state", "offloading", withoutNAT, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fw4FirewallPath = filepath.Join(dir, tc.firewall)
+			res := validateUCI("<stdin>", strings.NewReader(tc.config))
+			if !res.Valid {
+				t.Fatalf("config not valid: %+v", res.Errors)
+			}
+			var got []string
+			for _, w := range res.Warnings {
+				if strings.Contains(w.Text, "flow_offloading") {
+					got = append(got, w.Text)
+				}
+			}
+			if tc.warn != (len(got) == 1) {
+				t.Fatalf("flow offloading warnings %q, want one: %v", got, tc.warn)
+			}
+			if tc.warn && !strings.HasPrefix(got[0], "fw4: firewall.@defaults[0].flow_offloading is on:") {
+				t.Errorf("warning %q", got[0])
+			}
+		})
+	}
+}
