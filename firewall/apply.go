@@ -255,6 +255,9 @@ func addObjects(c *nftables.Conn, nt *nftables.Table, t *Table, counters map[str
 		c.AddObj(&nftables.CounterObj{Table: nt, Name: name, Bytes: ctr.Bytes, Packets: ctr.Packets})
 	}
 	addCtTimeouts(c, nt, t) // sip.go
+	if t.NoOffload {
+		c.AddObj(noOffloadObj(nt))
+	}
 }
 
 // nft is the chain for google/nftables.

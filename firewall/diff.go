@@ -135,6 +135,10 @@ func itemOf(msg uint16, attrs []byte) (item, bool) {
 			eachAttr(attrOf(data, nftaCtTimeoutData), func(t uint16, v []byte) { pol = append(pol, fmt.Sprintf("%d:%x", t, v)) })
 			slices.Sort(pol)
 			return item{kind: "ct timeout", name: name, sig: sigOf(data, nftaCtTimeoutL3Proto, nftaCtTimeoutL4Proto) + strings.Join(pol, ",")}, true
+		case unix.NFT_OBJECT_CT_EXPECT:
+			// By attribute: the kernel dumps l3proto first, google/nftables sends it last.
+			return item{kind: "ct expectation", name: name, sig: sigOf(data, expr.NFTA_CT_EXPECT_L3PROTO, expr.NFTA_CT_EXPECT_L4PROTO,
+				expr.NFTA_CT_EXPECT_DPORT, expr.NFTA_CT_EXPECT_TIMEOUT, expr.NFTA_CT_EXPECT_SIZE)}, true
 		}
 		return item{kind: fmt.Sprintf("object %d", typ), name: name, sig: fmt.Sprintf("%x", data)}, true
 	case unix.NFT_MSG_NEWSET:

@@ -169,6 +169,9 @@ func addNAT(t *Table, s Spec) {
 		refresh = append(refresh, addFullCone(t, s)...)
 	}
 	addRefresh(t, s, refresh)
+	if len(refresh) > 0 {
+		addNoOffload(t) // offload.go: what voip_refresh keeps must see the flows' packets
+	}
 }
 
 // addRefresh puts the per-packet bookkeeping (media tracking, mapping refresh,

@@ -22,6 +22,7 @@ func (t *Table) render(loadable bool) string {
 		fmt.Fprintf(&b, "\tcounter %s {\n\t}\n\n", c)
 	}
 	b.WriteString(t.renderCtTimeouts()) // sip.go
+	b.WriteString(t.renderNoOffload(loadable))
 	for _, s := range t.Sets {
 		b.WriteString(s.render())
 	}

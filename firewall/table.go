@@ -77,6 +77,7 @@ type Table struct {
 	Name       string
 	Counters   []string
 	CtTimeouts []*CtTimeout // sip.go
+	NoOffload  bool         // the voip_no_offload ct expectation object (offload.go)
 	Sets       []*Set
 	Chains     []*Chain
 }
