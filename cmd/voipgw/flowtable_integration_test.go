@@ -28,10 +28,17 @@ func requireFlowtable(t *testing.T, ns *lab.NS, dev string) {
 	}
 }
 
-// offloadedFlow reports whether the gateway's conntrack entry of the UDP flow
-// from src to dst has been put into a flowtable (IPS_OFFLOAD), and whether there is one.
-func offloadedFlow(t *testing.T, ns *lab.NS, src, dst netip.AddrPort) (found, offloaded bool) {
+// ctFlow is what the gateway's conntrack says of the UDP flow from src to dst, and
+// how many expectations it holds.
+type ctFlow struct {
+	found, offloaded bool
+	helper           string // the helper conntrack lists for the flow
+	expectations     int    // of the whole table
+}
+
+func conntrackFlow(t *testing.T, ns *lab.NS, src, dst netip.AddrPort) ctFlow {
 	t.Helper()
+	var r ctFlow
 	if err := ns.Do(func() error {
 		c, err := conntrack.Dial(nil)
 		if err != nil {
@@ -46,55 +53,50 @@ func offloadedFlow(t *testing.T, ns *lab.NS, src, dst netip.AddrPort) (found, of
 			o := f.TupleOrig
 			if o.Proto.Protocol == 17 && netip.AddrPortFrom(o.IP.SourceAddress, o.Proto.SourcePort) == src &&
 				netip.AddrPortFrom(o.IP.DestinationAddress, o.Proto.DestinationPort) == dst {
-				found, offloaded = true, f.Status.Offload()
+				r.found, r.offloaded, r.helper = true, f.Status.Offload(), f.Helper.Name
 			}
 		}
-		return nil
+		exps, err := c.DumpExpect()
+		r.expectations = len(exps)
+		return err
 	}); err != nil {
 		t.Fatalf("conntrack dump: %v", err)
 	}
-	return found, offloaded
+	return r
 }
 
 // fw4's software flow offloading (`option flow_offloading '1'`) against the full
-// cone. A phone's established two-way flow is offloaded after its first packets
-// (nft_flow_offload_eval takes any confirmed UDP flow), and its later packets take
-// the flowtable's fast path from the ingress hook of each flowtable device they
-// arrive on, past the forward hook where voip_out's tick refreshes the mapping.
-// The flow runs for 1.6 × nat.timeout; then the mapping's sets (nat_out4, nat_in4)
-// are read and a second platform address sends to the mapped port.
+// cone. fw4 offloads any confirmed UDP flow (nft_flow_offload_eval), and an
+// offloaded flow's packets are forwarded from the ingress hook of each flowtable
+// device they arrive on, past the forward hook where voip_out's tick refreshes the
+// mapping. voipgw keeps the phones' UDP flows out of the flowtable
+// (firewall.ObjNoOffload). A phone's two-way flow runs for 1.6 × nat.timeout; then
+// the mapping's sets (nat_out4, nat_in4) are read and a second platform address
+// sends to the mapped port. A LAN host's UDP flow through the same fw4 must be
+// offloaded, or the test would prove nothing.
 //
-//   - WAN alone in the flowtable (fw4's resolve_offload_devices today with
-//     voipgw's zone: a zone's `list device` entries are not in related_physdevs,
-//     only the devices of its networks are): the phone's packets still come
-//     through the forward hook, the mapping lives.
-//   - The phones' device in the flowtable too (the VoIP device is the device of a
-//     network in an fw4 zone, or, with fw4 from 2022-05 to 2024-03, a lower
-//     device of one): the mapping expires under the live flow. voipgw's table has
-//     no way to keep it (see firewall.FW4FlowOffloadWarning); this subtest shows
-//     that the warning is still needed, and fails once it is not.
+//   - WAN alone in the flowtable: fw4's resolve_offload_devices today with
+//     voipgw's zone (a zone's `list device` entries are not in related_physdevs,
+//     only the devices of its networks are).
+//   - The phones' device in it too: the VoIP device is the device of a network in
+//     an fw4 zone, or, with fw4 from 2022-05 to 2024-03, a lower device of one.
+//     Without voipgw's exemption the mapping expires here under the live flow.
 //
 // fw4's wan zone accepts DNATed flows here (as with a port forward on it): without
 // that, fw4 rejects the full cone's inbound flows whether or not it offloads.
 func TestFullConeFlowOffloadInLab(t *testing.T) {
-	t.Run("WAN alone in the flowtable: the mapping lives", func(t *testing.T) {
-		if alive, inbound := fullConeOffloaded(t, []string{lab.GWWANIf}); !alive || !inbound {
-			t.Errorf("mapping kept %v, reachable from a second platform address %v; want both", alive, inbound)
-		}
-	})
-	t.Run("phones' device in the flowtable: the mapping expires", func(t *testing.T) {
-		if alive, inbound := fullConeOffloaded(t, []string{lab.GWVoIPIf, lab.GWWANIf}); alive || inbound {
-			t.Errorf("mapping kept %v, reachable from a second platform address %v: the offloaded flow no longer loses its mapping, voipgw's flow-offloading warning can go", alive, inbound)
-		}
-	})
+	for _, c := range []struct {
+		name    string
+		devices []string
+	}{
+		{"WAN alone in the flowtable", []string{lab.GWWANIf}},
+		{"phones' device and WAN in the flowtable", []string{lab.GWVoIPIf, lab.GWWANIf}},
+	} {
+		t.Run(c.name, func(t *testing.T) { fullConeOffloaded(t, c.devices) })
+	}
 }
 
-// fullConeOffloaded runs a phone's two-way flow for longer than the mapping
-// timeout with fw4's flowtable on devices, and reports whether the mapping was kept
-// (refreshed within the last ticks, with its nat_in4 entry) and whether a second
-// platform address reached the phone through it.
-func fullConeOffloaded(t *testing.T, devices []string) (alive, inbound bool) {
-	t.Helper()
+func fullConeOffloaded(t *testing.T, devices []string) {
 	const port = 41150
 	const timeout = 5 * time.Second
 	l, _, p1, _ := twoPhonesOnPort(t, "\nconfig nat 'nat'\n\toption timeout '5'\n", port)
@@ -112,9 +114,31 @@ func fullConeOffloaded(t *testing.T, devices []string) (alive, inbound bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	found, offloaded := offloadedFlow(t, l.GW, phone, sbc)
-	if !found || !offloaded {
-		t.Fatalf("phone1's flow to the SBC after %d exchanges: conntrack entry found %v, offloaded %v; the test needs fw4's flowtable to take it", n, found, offloaded)
+	// An IPv6 flow of the phone (no NAT; its pinhole is refreshed the same way).
+	p6, sbc6 := listenPhone(t, l.Phone1, lab.Phone1Addr6.Addr(), port), ap(lab.SBC6, 5060)
+	for range 10 {
+		mappedOnce(t, p6, sbc6)
+	}
+	if f := conntrackFlow(t, l.GW, ap(lab.Phone1Addr6.Addr(), port), sbc6); !f.found || f.offloaded {
+		t.Errorf("phone1's IPv6 flow to the SBC: %+v, want a conntrack entry that is not offloaded", f)
+	}
+	// The LAN host's flow: fw4's flowtable takes UDP flows in this run.
+	pc := listenPhone(t, l.LANPC, lab.LANPCAddr.Addr(), 41160)
+	for range 5 {
+		mappedOnce(t, pc, ap(lab.Unlisted, 5060))
+	}
+	if f := conntrackFlow(t, l.GW, ap(lab.LANPCAddr.Addr(), 41160), ap(lab.Unlisted, 5060)); !f.offloaded {
+		t.Fatalf("the LAN host's UDP flow was not offloaded (%+v): fw4's flowtable is not at work, the test proves nothing", f)
+	}
+	f := conntrackFlow(t, l.GW, phone, sbc)
+	t.Logf("%d exchanges in %v; phone1's flow: %+v", n, sendFor, f)
+	switch {
+	case !f.found:
+		t.Errorf("phone1's flow to the SBC has no conntrack entry")
+	case f.offloaded:
+		t.Errorf("phone1's flow to the SBC was offloaded")
+	case f.helper != "" || f.expectations != 0:
+		t.Errorf("phone1's flow lists helper %q, conntrack holds %d expectations: the exemption must not act as a helper", f.helper, f.expectations)
 	}
 
 	var st firewall.NATStatus
@@ -127,12 +151,20 @@ func fullConeOffloaded(t *testing.T, devices []string) (alive, inbound bool) {
 			m = &st.Mappings[i]
 		}
 	}
-	if m != nil {
-		t.Logf("%d exchanges in %v, the flow offloaded; phone1's mapping :%d, reachable %v, expires in %v", n, sendFor, m.External, m.Reachable, m.Expires)
-		alive = m.External == port && m.Reachable && m.Expires >= timeout-2*time.Second
-	} else {
-		t.Logf("%d exchanges in %v, the flow offloaded; phone1 has no mapping (timeout %v): %+v", n, sendFor, timeout, st.Mappings)
+	switch {
+	case m == nil:
+		t.Errorf("after %v of a two-way flow phone1's mapping is gone from nat_out4 (timeout %v): %+v", sendFor, timeout, st.Mappings)
+	case m.External != port || !m.Reachable:
+		t.Errorf("phone1's mapping %+v, want :%d with its nat_in4 entry", *m, port)
+	case m.Expires < timeout-2*time.Second:
+		t.Errorf("phone1's mapping expires in %v: not refreshed by its flow (timeout %v)", m.Expires, timeout)
 	}
-	inbound = unsolicited(t, l, ap(lab.SBC2, 40400), ap(wan, port), p1)
-	return alive, inbound
+	if !unsolicited(t, l, ap(lab.SBC2, 40400), ap(wan, port), p1) {
+		t.Errorf("platform %s did not reach phone1 through its mapping %s", lab.SBC2, ap(wan, port))
+	}
+	// The flow that came in through the mapping is not offloaded either: the
+	// phone's answers to it must keep refreshing the mapping too.
+	if f := conntrackFlow(t, l.GW, ap(lab.SBC2, 40400), ap(wan, port)); !f.found || f.offloaded {
+		t.Errorf("the inbound flow from %s: %+v, want a conntrack entry that is not offloaded", lab.SBC2, f)
+	}
 }

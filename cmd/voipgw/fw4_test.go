@@ -207,6 +207,8 @@ func fw4RulesetOffload(withZone, wanDNAT bool, offload []string) string {
 	}
 	b.WriteString("\tchain input {\n\t\ttype filter hook input priority filter; policy drop;\n\t\tiif \"lo\" accept\n")
 	b.WriteString("\t\tct state vmap { established : accept, related : accept }\n")
+	// fw4's default rules Allow-ICMPv6-Input (neighbour discovery on WAN), reduced.
+	b.WriteString("\t\tmeta l4proto ipv6-icmp accept\n")
 	for _, z := range zones {
 		fmt.Fprintf(&b, "\t\tiifname %q jump input_%s\n", z.dev, z.name)
 	}
