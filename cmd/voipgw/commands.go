@@ -213,9 +213,6 @@ func applyConfig(ctx context.Context, o *options, log *slog.Logger) (_ *plan, er
 	}
 	log.Info("table installed", "table", "inet "+p.table.Name, "config", p.hash, "changes", fwChanges.String())
 	step(&tm.table)
-	if w := flowOffloadWarning(p.cfg, fw4FirewallPath); w != "" {
-		log.Warn("fw4: " + w)
-	}
 
 	// What the previous apply made under other names is no longer wanted.
 	if prev != nil && prev.Table != "" && prev.Table != p.table.Name {
@@ -340,9 +337,6 @@ func collectStatus(o *options) statusReport {
 	if cfg, _, err := config.Load(o.config); err == nil {
 		table, ifname = cfg.Table, cfg.Net.Ifname
 		rep.ConfigHash = cfg.Hash()
-		if w := flowOffloadWarning(cfg, fw4FirewallPath); w != "" {
-			rep.Problems = append(rep.Problems, "fw4: "+w)
-		}
 	} else if !errors.Is(err, os.ErrNotExist) {
 		rep.Problems = append(rep.Problems, "config: "+err.Error())
 	}

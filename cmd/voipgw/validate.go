@@ -118,9 +118,6 @@ func validateUCI(name string, src io.Reader) validateResult {
 		return res
 	}
 	res.Valid = true
-	if w := flowOffloadWarning(cfg, fw4FirewallPath); w != "" {
-		res.Warnings = append(res.Warnings, validateIssue{Message: w, Text: "fw4: " + w})
-	}
 	return res
 }
 
