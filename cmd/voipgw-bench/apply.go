@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -49,6 +51,27 @@ func oneEntry(port int) string {
 type runResult struct {
 	ms      float64
 	maxRSSK float64
+	steps   map[string]float64 // voipgw apply's "apply done" log line: ms per step
+}
+
+// applyStep finds the durations in voipgw apply's last log line ("apply done").
+var applyStep = regexp.MustCompile(`\b(took|plan|network|table|sip_alg|record|release)=([0-9.]+)ms`)
+
+// stepsOf reads the durations of apply's steps from its output (nil without the line:
+// a binary from before it was logged).
+func stepsOf(out []byte) map[string]float64 {
+	i := bytes.LastIndex(out, []byte(`msg="apply done"`))
+	if i < 0 {
+		return nil
+	}
+	line, _, _ := bytes.Cut(out[i:], []byte("\n"))
+	steps := map[string]float64{}
+	for _, m := range applyStep.FindAllSubmatch(line, -1) {
+		if v, err := strconv.ParseFloat(string(m[2]), 64); err == nil {
+			steps[string(m[1])] = v
+		}
+	}
+	return steps
 }
 
 // run runs a command in the gateway namespace and measures it. Peak RSS comes from
@@ -70,6 +93,7 @@ func (e *env) run(name string, args ...string) (runResult, error) {
 		if err != nil {
 			return fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
 		}
+		r.steps = stepsOf(out)
 		if timeBin != "" {
 			b, err := os.ReadFile(rssFile)
 			if err != nil {
@@ -101,6 +125,7 @@ type applyVariant struct {
 	name   string
 	cmd    func(cfg string) (string, []string) // program and arguments for the round's config
 	t, rss series
+	steps  map[string][]float64 // apply's own account of its steps (ms), per run
 }
 
 func benchApply(e *env) error {
@@ -168,6 +193,12 @@ func benchApply(e *env) error {
 				}
 				v.t.v = append(v.t.v, res.ms)
 				v.rss.v = append(v.rss.v, res.maxRSSK/1024)
+				for k, d := range res.steps {
+					if v.steps == nil {
+						v.steps = map[string][]float64{}
+					}
+					v.steps[k] = append(v.steps[k], d)
+				}
 			}
 		}
 		for _, v := range vs {
@@ -177,6 +208,18 @@ func benchApply(e *env) error {
 		for _, v := range vs {
 			v.rss.name, v.rss.unit = v.name+" peak RSS", "MB"
 			fmt.Println(v.rss.summary())
+		}
+		// Inside the process (its log): the rest of the wall time is the runtime's
+		// start and exit and ip netns exec.
+		for _, v := range vs {
+			if len(v.steps) == 0 {
+				continue
+			}
+			fmt.Printf("%s, its steps (medians, ms):", v.name)
+			for _, k := range []string{"took", "plan", "network", "table", "sip_alg", "record", "release"} {
+				fmt.Printf(" %s %.2f", k, median(v.steps[k]))
+			}
+			fmt.Println()
 		}
 		nft := vs[len(vs)-1]
 		for _, v := range vs[:len(vs)-1] {
