@@ -123,14 +123,15 @@ func lockState(dir string) (func(), error) {
 }
 
 // applyGCPercent and applyMemoryLimit are apply's GOGC and GOMEMLIMIT unless the
-// environment sets them: a large allowlist is built in memory once. Collecting at
-// 50 % heap growth keeps the peak near what is live (100 000 entries: peak RSS
-// 33 -> 29 MB, time within the noise), and the soft limit makes the collector work
-// harder only when the Go heap nears 16 MiB, which small configs never do
-// (100 000 entries: 29 -> 22 MB, 0.4 -> 0.7 s; 12 MiB thrashed once, 3.3 s;
-// `scripts/bench apply`, BENCHMARKS.md). The daemon applies under its own setting.
+// environment sets them: no collection until the Go heap nears 16 MiB. A large
+// allowlist is built in memory once, and the soft limit keeps its peak in bounds
+// (100 000 entries: 21 MB peak RSS, as with GOGC=50 and the same limit; 12 MiB
+// thrashed once, 3.3 s); a config of the usual size never reaches it, so its
+// apply does no garbage collection at all (1 000 entries: the steps apply logs
+// took 12.8 -> 10.1 ms unchanged and 21.7 -> 19.1 ms changed, medians of 21
+// runs side by side; BENCHMARKS.md §3). The daemon applies under its own setting.
 const (
-	applyGCPercent   = 50
+	applyGCPercent   = -1 // off: only the memory limit starts a collection
 	applyMemoryLimit = 16 << 20
 )
 
