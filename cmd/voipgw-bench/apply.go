@@ -285,7 +285,11 @@ func benchApply(e *env) error {
 	}
 	changed := variants(nftFiles)
 	changed = append(changed[:len(changed)-1], &applyVariant{name: "floor: nft -f of the change alone",
-		cmd: func(cfg string) (string, []string) { return "nft", []string{"-f", deltas[cfg]} }}, changed[len(changed)-1])
+		cmd: func(cfg string) (string, []string) { return "nft", []string{"-f", deltas[cfg]} }},
+		// What the voipgw binary costs before and after any work: exec, the Go
+		// runtime's start and the exit, measured the same way.
+		&applyVariant{name: "floor: voipgw version", cmd: func(string) (string, []string) { return *voipgwBin, []string{"version"} }},
+		changed[len(changed)-1])
 	if err := measure(fmt.Sprintf("apply with one entry changed (of %d; configs alternate)", n), *applyRounds, []string{cfgA, cfgB}, changed, false); err != nil {
 		return err
 	}
