@@ -164,6 +164,75 @@ func BenchmarkLatency(b *testing.B) {
 	b.Run("relay-floor", func(b *testing.B) { // the same name as upstream-direct: the same work upstream
 		benchQueries(b, relay, func(int) string { return "other.example" })
 	})
+	// The same relay the Go way: the runtime's poller for the listening socket and a
+	// goroutine per datagram; then also a new upstream socket per query, as the
+	// forwarder does (a new random source port per query: RFC 5452).
+	for _, newSock := range []bool{false, true} {
+		name := "relay-go"
+		if newSock {
+			name = "relay-go-socket-per-query"
+		}
+		r := startRelayGo(b, env.upstream, newSock)
+		b.Run(name, func(b *testing.B) {
+			benchQueries(b, r, func(int) string { return "other.example" })
+		})
+	}
+}
+
+// startRelayGo serves the Go relays of BenchmarkLatency until the benchmark ends.
+func startRelayGo(b *testing.B, upstream netip.AddrPort, newSock bool) netip.AddrPort {
+	b.Helper()
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	sa := &unix.SockaddrInet4{Addr: upstream.Addr().As4(), Port: int(upstream.Port())}
+	dial := func() (int, error) {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return -1, err
+		}
+		if err := unix.Connect(fd, sa); err != nil {
+			unix.Close(fd)
+			return -1, err
+		}
+		return fd, nil
+	}
+	fixed, err := dial()
+	if err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			buf := make([]byte, 4096)
+			n, from, err := pc.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return // closed
+			}
+			go func() { // (the rows ask one query at a time: the fixed socket has one reader)
+				fd := fixed
+				if newSock {
+					var err error
+					if fd, err = dial(); err != nil {
+						return
+					}
+					defer unix.Close(fd)
+				}
+				if _, err := unix.Write(fd, buf[:n]); err != nil {
+					return
+				}
+				m, err := unix.Read(fd, buf)
+				if err != nil {
+					return
+				}
+				pc.WriteToUDPAddrPort(buf[:m], from)
+			}()
+		}
+	}()
+	b.Cleanup(func() { pc.Close(); <-done; unix.Close(fixed) })
+	return pc.LocalAddr().(*net.UDPAddr).AddrPort()
 }
 
 // startRelay serves the floor relay of BenchmarkLatency on a loopback port until
