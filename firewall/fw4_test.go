@@ -8,6 +8,7 @@ import (
 
 	"github.com/voipgw/voipgw/lab"
 	"github.com/voipgw/voipgw/uci"
+	"github.com/voipgw/voipgw/uci/ucitest"
 )
 
 func parseUCI(t *testing.T, name, src string) *uci.File {
@@ -98,80 +99,15 @@ config zone
 	}
 }
 
-// applyBatch is a minimal `uci batch` for the commands FW4Commands emits (set,
-// add_list, delete on the firewall package), so tests can check the commands do
-// what they claim on a parsed file.
+// applyBatch applies the commands FW4Commands emits to a copy of f, so tests can
+// check the commands do what they claim on a parsed file.
 func applyBatch(t *testing.T, f *uci.File, cmds []string) *uci.File {
 	t.Helper()
-	if f == nil {
-		f = &uci.File{Name: "firewall"}
+	after, err := ucitest.Apply(f, "firewall", cmds)
+	if err != nil {
+		t.Fatal(err)
 	}
-	f = parseUCI(t, "firewall", uci.Format(f)) // a copy: the caller's file stays as it was
-	find := func(name string) *uci.Section {
-		for _, s := range f.Sections {
-			if s.Name == name {
-				return s
-			}
-		}
-		return nil
-	}
-	for _, c := range cmds {
-		verb, arg, _ := strings.Cut(c, " ")
-		path, value, hasValue := strings.Cut(arg, "=")
-		if hasValue {
-			// The values FW4Commands writes are single-quoted without embedded quotes
-			// in these tests; a quote inside would need the full UCI quoting rules.
-			if !strings.HasPrefix(value, "'") && verb != "set" {
-				t.Fatalf("%q: unquoted value", c)
-			}
-			value = strings.Trim(value, "'")
-		}
-		parts := strings.Split(path, ".")
-		if parts[0] != "firewall" {
-			t.Fatalf("%q: not the firewall package", c)
-		}
-		switch {
-		case verb == "set" && len(parts) == 2:
-			if find(parts[1]) != nil {
-				t.Fatalf("%q: section exists already", c)
-			}
-			f.Sections = append(f.Sections, &uci.Section{Type: value, Name: parts[1]})
-		case verb == "delete" && len(parts) == 2:
-			f.Sections = slices.DeleteFunc(f.Sections, func(s *uci.Section) bool { return s.Name == parts[1] })
-		case len(parts) == 3:
-			s := find(parts[1])
-			if s == nil {
-				t.Fatalf("%q: no section %s", c, parts[1])
-			}
-			i := slices.IndexFunc(s.Options, func(o *uci.Option) bool { return o.Name == parts[2] })
-			switch verb {
-			case "set":
-				if i >= 0 {
-					s.Options[i] = &uci.Option{Name: parts[2], Values: []string{value}}
-				} else {
-					s.Options = append(s.Options, &uci.Option{Name: parts[2], Values: []string{value}})
-				}
-			case "add_list":
-				if i >= 0 {
-					s.Options[i].IsList = true
-					s.Options[i].Values = append(s.Options[i].Values, value)
-				} else {
-					s.Options = append(s.Options, &uci.Option{Name: parts[2], Values: []string{value}, IsList: true})
-				}
-			case "delete":
-				if i < 0 {
-					t.Fatalf("%q: no such option", c)
-				}
-				s.Options = slices.Delete(s.Options, i, i+1)
-			default:
-				t.Fatalf("%q: unexpected verb", c)
-			}
-		default:
-			t.Fatalf("%q: unexpected command", c)
-		}
-	}
-	// Round trip through the UCI text form, as uci commit writes it.
-	return parseUCI(t, "firewall", uci.Format(f))
+	return after
 }
 
 func TestFW4Commands(t *testing.T) {
