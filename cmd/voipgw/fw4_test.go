@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -15,6 +16,8 @@ import (
 
 	"github.com/voipgw/voipgw/firewall"
 	"github.com/voipgw/voipgw/lab"
+	"github.com/voipgw/voipgw/uci"
+	"github.com/voipgw/voipgw/uci/ucitest"
 )
 
 // notifyDaemon is `voipgw run` started in a namespace with NOTIFY_SOCKET pointing at
@@ -166,36 +169,120 @@ func TestRunNotifiesSystemd(t *testing.T) {
 	}
 }
 
-// fw4 renders a ruleset of this shape for the stock zones lan and wan (forwarding
-// lan → wan, masquerade on wan) and, when withZone, for voipgw's zone with
-// forwarding to wan, as `voipgw fw4-zone` sets it up (input ACCEPT, forward REJECT).
-// It is written here from fw4's template (ruleset.uc: base chains with policy drop,
-// per-zone input_/forward_ chains jumping to accept_/reject_ chains that match the
-// zone's devices, handle_reject, srcnat with per-zone masquerade), reduced to what
-// decides the verdicts; the test cannot run fw4 itself (ucode, ubus).
+// fw4RulesetFor is the ruleset fw4 renders for the firewall config fw in the lab,
+// reduced to what decides the verdicts of forwarded and input traffic. It is
+// written from fw4's template (root/usr/share/firewall4/templates/ruleset.uc and
+// rule.uc, zone-verdict.uc; root/usr/share/ucode/fw4.uc for the flags) because the
+// test cannot run fw4 itself (ucode, ubus). From fw:
 //
-// action is what fw4 does around the table: "start"/"reload" pipe
+//   - zones: `list device` as given (voipgw's zone); `network` lan and wan/wan6
+//     stand for the lab's LAN and WAN devices (netifd is not there to resolve them).
+//     Each gets input_/forward_ chains ending in a jump to <policy>_from_/_to_<zone>,
+//     whose device match gives the verdict (`jump handle_reject` for REJECT).
+//   - forwardings: `jump accept_to_<dest>` in forward_<src> (fw4.uc parse_forwarding).
+//   - rules with a source and a destination zone and target ACCEPT: in
+//     forward_<src>, `meta l4proto <proto>` (or `<proto> dport <ports>`), `counter`,
+//     `jump accept_to_<dest>` (fw4.uc parse_rule; rule.uc). Other rules (input
+//     rules, dest '*', ICMP types, addresses) are left out; the input chain keeps a
+//     reduced Allow-ICMPv6-Input (neighbour discovery on WAN).
+//   - redirects with target DNAT: their source zone's dflags.dnat, which puts `ct
+//     status dnat accept` ("Accept port forwards") into forward_<zone> and ("Accept
+//     port redirections") input_<zone>. Without a redirect, no zone has it.
+//   - the defaults' forward policy REJECT: policy drop and a final `jump
+//     handle_reject`; masq on a zone: srcnat_<zone> with masquerade.
+//
+// With offload (devices), software flow offloading (`option flow_offloading '1'`):
+// flowtable ft on those devices (`hook ingress priority 0`, a counter, `flags
+// offload` only for hardware offloading) and `meta l4proto { tcp, udp } flow
+// offload @ft` first in the forward chain.
+//
+// action (fw4LoadRuleset) is what fw4 does around the table: "start"/"reload" pipe
 // `table inet fw4; flush table inet fw4; table inet fw4 { ... }` into nft (fw4 start
 // and reload), "restart" first deletes table inet fw4 (fw4 restart = stop + start).
-func fw4Ruleset(withZone bool) string { return fw4RulesetOffload(withZone, false, nil) }
-
-// fw4RulesetOffload is fw4Ruleset with software flow offloading (`option
-// flow_offloading '1'` in the defaults) when offload names devices: fw4's template
-// then declares flowtable ft on them (ruleset.uc: `hook ingress priority 0`, a
-// counter, `flags offload` only for hardware offloading) and puts
-// `meta l4proto { tcp, udp } flow offload @ft` first in its forward chain. With
-// wanDNAT the wan zone accepts forwarded flows that were DNATed (fw4's `ct status
-// dnat accept` "Accept port forwards", which its template writes only for a zone
-// with a port forward: dflags.dnat); without it fw4 rejects the new inbound flows
-// voipgw's full cone DNATs to a phone.
-func fw4RulesetOffload(withZone, wanDNAT bool, offload []string) string {
-	type zone struct{ name, dev, input, forward string }
-	zones := []zone{{"lan", lab.GWLANIf, "accept", "accept"}, {"wan", lab.GWWANIf, "reject", "reject"}}
-	fwd := map[string][]string{"lan": {"wan"}}
-	if withZone {
-		zones = append(zones, zone{"voipgw", lab.GWVoIPIf, "accept", "reject"})
-		fwd["voipgw"] = []string{"wan"}
+func fw4RulesetFor(t *testing.T, fw *uci.File, offload []string) string {
+	t.Helper()
+	labDev := map[string]string{"lan": lab.GWLANIf, "wan": lab.GWWANIf, "wan6": lab.GWWANIf}
+	type zone struct {
+		name, input, forward string
+		devs                 []string
+		dnat, masq           bool
+		fwd                  []string // forward_<zone>'s rules, in order
 	}
+	var zones []*zone
+	byName := map[string]*zone{}
+	opt := func(s *uci.Section, name, def string) string {
+		if o, ok := s.Get(name); ok && len(o.Values) > 0 {
+			return o.Values[len(o.Values)-1]
+		}
+		return def
+	}
+	list := func(s *uci.Section, name string) []string {
+		var out []string
+		if o, ok := s.Get(name); ok {
+			for _, v := range o.Values {
+				out = append(out, strings.Fields(v)...)
+			}
+		}
+		return out
+	}
+	for _, s := range fw.SectionsOfType("zone") {
+		z := &zone{name: opt(s, "name", s.Name), input: strings.ToLower(opt(s, "input", "reject")),
+			forward: strings.ToLower(opt(s, "forward", "reject")), masq: opt(s, "masq", "0") == "1"}
+		z.devs = list(s, "device")
+		for _, n := range list(s, "network") {
+			if d, ok := labDev[n]; ok && !slices.Contains(z.devs, d) {
+				z.devs = append(z.devs, d)
+			}
+		}
+		if len(z.devs) == 0 {
+			t.Fatalf("fw4 emulation: zone %s has no device in the lab", z.name)
+		}
+		zones = append(zones, z)
+		byName[z.name] = z
+	}
+	for _, s := range fw.SectionsOfType("forwarding") {
+		src, dest := byName[opt(s, "src", "")], byName[opt(s, "dest", "")]
+		if src == nil || dest == nil || opt(s, "enabled", "1") != "1" {
+			continue
+		}
+		src.fwd = append(src.fwd, fmt.Sprintf("jump accept_to_%s comment %q", dest.name, "!fw4: Accept "+src.name+" to "+dest.name+" forwarding"))
+	}
+	for _, s := range fw.SectionsOfType("rule") {
+		src, dest := byName[opt(s, "src", "")], byName[opt(s, "dest", "")]
+		if src == nil || dest == nil || opt(s, "enabled", "1") != "1" || strings.ToUpper(opt(s, "target", "DROP")) != "ACCEPT" {
+			continue
+		}
+		if slices.ContainsFunc([]string{"src_ip", "dest_ip", "src_port", "icmp_type", "src_mac", "ipset", "mark", "limit", "extra"},
+			func(n string) bool { _, ok := s.Get(n); return ok }) {
+			continue // a match the emulation does not render: left out rather than widened
+		}
+		var fam string
+		switch opt(s, "family", "") {
+		case "ipv4":
+			fam = "meta nfproto ipv4 "
+		case "ipv6":
+			fam = "meta nfproto ipv6 "
+		}
+		protos := list(s, "proto")
+		if len(protos) == 0 || slices.Equal(protos, []string{"tcpudp"}) {
+			protos = []string{"tcp", "udp"} // fw4's default proto tcpudp
+		}
+		ports := list(s, "dest_port")
+		name := opt(s, "name", s.Name)
+		for _, p := range protos {
+			m := "meta l4proto " + p
+			if len(ports) > 0 {
+				m = p + " dport { " + strings.Join(ports, ", ") + " }"
+			}
+			src.fwd = append(src.fwd, fmt.Sprintf("%s%s counter jump accept_to_%s comment %q", fam, m, dest.name, "!fw4: "+name))
+		}
+	}
+	for _, s := range fw.SectionsOfType("redirect") {
+		if src := byName[opt(s, "src", "")]; src != nil && strings.ToUpper(opt(s, "target", "DNAT")) == "DNAT" && opt(s, "enabled", "1") == "1" {
+			src.dnat = true
+		}
+	}
+
 	var b strings.Builder
 	b.WriteString("table inet fw4\nflush table inet fw4\ntable inet fw4 {\n")
 	if len(offload) > 0 {
@@ -210,7 +297,9 @@ func fw4RulesetOffload(withZone, wanDNAT bool, offload []string) string {
 	// fw4's default rules Allow-ICMPv6-Input (neighbour discovery on WAN), reduced.
 	b.WriteString("\t\tmeta l4proto ipv6-icmp accept\n")
 	for _, z := range zones {
-		fmt.Fprintf(&b, "\t\tiifname %q jump input_%s\n", z.dev, z.name)
+		for _, d := range z.devs {
+			fmt.Fprintf(&b, "\t\tiifname %q jump input_%s\n", d, z.name)
+		}
 	}
 	b.WriteString("\t\tjump handle_reject\n\t}\n")
 	b.WriteString("\tchain forward {\n\t\ttype filter hook forward priority filter; policy drop;\n")
@@ -219,39 +308,101 @@ func fw4RulesetOffload(withZone, wanDNAT bool, offload []string) string {
 	}
 	b.WriteString("\t\tct state vmap { established : accept, related : accept }\n")
 	for _, z := range zones {
-		fmt.Fprintf(&b, "\t\tiifname %q jump forward_%s\n", z.dev, z.name)
+		for _, d := range z.devs {
+			fmt.Fprintf(&b, "\t\tiifname %q jump forward_%s\n", d, z.name)
+		}
 	}
 	b.WriteString("\t\tjump handle_reject\n\t}\n")
 	b.WriteString("\tchain output {\n\t\ttype filter hook output priority filter; policy accept;\n\t}\n")
 	b.WriteString("\tchain handle_reject {\n\t\tmeta l4proto tcp reject with tcp reset\n\t\treject\n\t}\n")
 	for _, z := range zones {
-		fmt.Fprintf(&b, "\tchain input_%s {\n\t\tjump %s_from_%s\n\t}\n", z.name, z.input, z.name)
-		fmt.Fprintf(&b, "\tchain forward_%s {\n", z.name)
-		if wanDNAT && z.name == "wan" {
-			b.WriteString("\t\tct status dnat accept\n")
+		fmt.Fprintf(&b, "\tchain input_%s {\n", z.name)
+		if z.dnat {
+			b.WriteString("\t\tct status dnat accept comment \"!fw4: Accept port redirections\"\n")
 		}
-		for _, dst := range fwd[z.name] {
-			fmt.Fprintf(&b, "\t\tjump accept_to_%s\n", dst)
+		fmt.Fprintf(&b, "\t\tjump %s_from_%s\n\t}\n", z.input, z.name)
+		fmt.Fprintf(&b, "\tchain forward_%s {\n", z.name)
+		for _, r := range z.fwd {
+			fmt.Fprintf(&b, "\t\t%s\n", r)
+		}
+		if z.dnat {
+			b.WriteString("\t\tct status dnat accept comment \"!fw4: Accept port forwards\"\n")
 		}
 		fmt.Fprintf(&b, "\t\tjump %s_to_%s\n\t}\n", z.forward, z.name)
-		for _, v := range []string{"accept", "reject"} {
-			verdict := "accept"
+		for _, v := range []string{"accept", "reject", "drop"} {
+			verdict := v
 			if v == "reject" {
 				verdict = "jump handle_reject"
 			}
-			fmt.Fprintf(&b, "\tchain %s_from_%s {\n\t\tiifname %q %s\n\t}\n", v, z.name, z.dev, verdict)
-			fmt.Fprintf(&b, "\tchain %s_to_%s {\n\t\toifname %q %s\n\t}\n", v, z.name, z.dev, verdict)
+			for _, dir := range []string{"from", "to"} {
+				match := "iifname"
+				if dir == "to" {
+					match = "oifname"
+				}
+				fmt.Fprintf(&b, "\tchain %s_%s_%s {\n", v, dir, z.name)
+				for _, d := range z.devs {
+					fmt.Fprintf(&b, "\t\t%s %q %s\n", match, d, verdict)
+				}
+				b.WriteString("\t}\n")
+			}
 		}
 	}
 	b.WriteString("\tchain srcnat {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n")
-	fmt.Fprintf(&b, "\t\toifname %q jump srcnat_wan\n\t}\n", lab.GWWANIf)
-	b.WriteString("\tchain srcnat_wan {\n\t\tmeta nfproto ipv4 masquerade\n\t}\n}\n")
+	for _, z := range zones {
+		if z.masq {
+			for _, d := range z.devs {
+				fmt.Fprintf(&b, "\t\toifname %q jump srcnat_%s\n", d, z.name)
+			}
+		}
+	}
+	b.WriteString("\t}\n")
+	for _, z := range zones {
+		if z.masq {
+			fmt.Fprintf(&b, "\tchain srcnat_%s {\n\t\tmeta nfproto ipv4 masquerade\n\t}\n", z.name)
+		}
+	}
+	b.WriteString("}\n")
 	return b.String()
 }
 
-func fw4Load(t *testing.T, ns *lab.NS, action string, withZone bool) {
+// stockFirewall is OpenWrt's stock /etc/config/firewall (the repository's copy of
+// 23.05's): zones lan and wan, forwarding lan → wan, the Allow-* rules, no
+// redirect (port forward).
+func stockFirewall(t *testing.T) *uci.File {
 	t.Helper()
-	fw4LoadRuleset(t, ns, action, fw4Ruleset(withZone))
+	f, err := uci.ParseFile("../../uci/testdata/firewall")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// withVoipgw is fw after the uci batch `voipgw fw4-zone` prints for gw's config
+// (with the stock network file), as the init script applies it.
+func withVoipgw(t *testing.T, gw *gwCmd, fw *uci.File) *uci.File {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "firewall")
+	if err := os.WriteFile(path, []byte(uci.Format(fw)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(voipgwBin, "fw4-zone", "--config", gw.config, "--network", "../../uci/testdata/network", "--firewall", path).Output()
+	if err != nil {
+		t.Fatalf("voipgw fw4-zone: %v", err)
+	}
+	cmds := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(cmds) == 1 && cmds[0] == "" {
+		cmds = nil
+	}
+	after, err := ucitest.Apply(fw, "firewall", cmds)
+	if err != nil {
+		t.Fatalf("uci batch of voipgw fw4-zone: %v", err)
+	}
+	return after
+}
+
+func fw4Load(t *testing.T, ns *lab.NS, action string, fw *uci.File) {
+	t.Helper()
+	fw4LoadRuleset(t, ns, action, fw4RulesetFor(t, fw, nil))
 }
 
 func fw4LoadRuleset(t *testing.T, ns *lab.NS, action, ruleset string) {
@@ -313,9 +464,11 @@ func TestFW4Coexistence(t *testing.T) {
 	l, gw := newLab(t)
 	d := startNotifyDaemon(t, l.GW, gw.config, gw.stateDir)
 	d.expect("READY=1")
+	stock := stockFirewall(t)
+	withZone := withVoipgw(t, gw, stock)
 
 	t.Run("fw4 without voipgw's zone drops the phones' allowed traffic", func(t *testing.T) {
-		fw4Load(t, l.GW, "start", false)
+		fw4Load(t, l.GW, "start", stock)
 		// The packet is accepted by voipgw and refused by fw4's default forward policy
 		// (REJECT in the stock defaults): the reason voipgw's accept alone is not
 		// enough on OpenWrt.
@@ -325,7 +478,7 @@ func TestFW4Coexistence(t *testing.T) {
 
 	var before string
 	t.Run("fw4 reload with the zone: phones reach the allowlist, voipgw still decides", func(t *testing.T) {
-		fw4Load(t, l.GW, "reload", true)
+		fw4Load(t, l.GW, "reload", withZone)
 		expect(t, l.Phone1, "udp", any0, ap(lab.SBC, 5060), lab.Reached)
 		expect(t, l.Phone1, "tcp", any0, ap(lab.Platform, 443), lab.Reached)
 
@@ -350,11 +503,11 @@ func TestFW4Coexistence(t *testing.T) {
 	})
 
 	t.Run("fw4 reload and restart leave voipgw's table as it was", func(t *testing.T) {
-		fw4Load(t, l.GW, "reload", true)
+		fw4Load(t, l.GW, "reload", withZone)
 		if after := voipgwTable(t, l.GW); after != before {
 			t.Errorf("fw4 reload changed voipgw's table:\n%s", after)
 		}
-		fw4Load(t, l.GW, "restart", true)
+		fw4Load(t, l.GW, "restart", withZone)
 		if after := voipgwTable(t, l.GW); after != before {
 			t.Errorf("fw4 restart changed voipgw's table:\n%s", after)
 		}
@@ -382,7 +535,7 @@ func TestFW4Coexistence(t *testing.T) {
 		expect(t, l.Phone1, "udp", any0, ap(lab.Unlisted, 5060), lab.Silent)
 		expect(t, l.Phone1, "udp", any0, ap(lab.SBC, 5060), lab.Reached)
 
-		fw4Load(t, l.GW, "start", true) // service firewall start
+		fw4Load(t, l.GW, "start", withZone) // service firewall start
 		expect(t, l.Phone1, "udp", any0, ap(lab.SBC, 5060), lab.Reached)
 		n := counter(t, gw, firewall.CounterLAN)
 		expect(t, l.Phone1, "tcp", any0, ap(lab.LANPCAddr.Addr(), 80), lab.Silent)
