@@ -2,29 +2,47 @@ package firewall
 
 // OpenWrt's firewall4 (fw4) and voipgw's table are two tables at the same hooks.
 // nftables accepts a packet only if every base chain at a hook accepts it, and fw4's
-// forward chain has policy drop and accepts only what its zones and forwardings allow.
-// So voipgw's accept alone does not get the phones' traffic through an OpenWrt router:
-// fw4 must also be told that the VoIP interface may forward to WAN.
+// forward chain has policy drop and accepts only what its zones, forwardings and
+// rules allow. So voipgw's accept alone does not get the phones' traffic through an
+// OpenWrt router: fw4 must also be told that the VoIP interface may forward to WAN,
+// and, with the full cone, that WAN may start UDP flows to the phones.
 //
-// voipgw does that with an fw4 zone of its own, kept in /etc/config/firewall in two
-// named sections (FW4ZoneSection, FW4ForwardingSection). A zone rather than an nft
-// include snippet because:
+// voipgw does that with an fw4 zone of its own, kept in /etc/config/firewall in up
+// to three named sections (FW4ZoneSection, FW4ForwardingSection, FW4InboundSection).
+// A zone rather than an nft include snippet because:
 //   - it lives in fw4's own config, so every fw4 start, reload and restart renders it
 //     again; nothing voipgw must re-create after fw4;
-//   - it is what LuCI shows the admin (Network → Firewall lists the zone), not a
-//     hidden accept rule;
+//   - it is what LuCI shows the admin (Network → Firewall lists the zone and the
+//     rule), not a hidden accept rule;
 //   - fw4 zones match devices directly (`list device`), so the zone needs no netifd
 //     interface for the VLAN voipgw creates, and netifd reloads do not touch it.
 //
-// The zone only permits; voipgw's table stays the authority for what the phones may
-// reach (a drop in any table is final): forward to WAN is allowed by fw4 and then
-// narrowed to the allowlist by voipgw; forward to LAN has no fw4 forwarding (fw4's
-// default forward policy refuses it) and is dropped by voipgw first; input is ACCEPT
-// in fw4 and narrowed to DHCP/DNS/NTP/ping by voipgw's input chain.
+// New inbound flows (the full cone, config nat): a second platform address calling
+// a phone through the mapping its REGISTER made is a new flow, DNATed by voipgw's
+// nat_dstnat (IPv4) or let in through a pinhole (IPv6, no NAT). fw4 accepts a new
+// forwarded flow from WAN only through a rule or forwarding from the WAN zone, or
+// with `ct status dnat accept` ("Accept port forwards"), which its template
+// (ruleset.uc, chain forward_<zone>) writes only for a zone with a DNAT redirect
+// (fw4.uc: dflags.dnat); IPv6 pinhole flows have no dnat status at all. On a stock
+// OpenWrt without port forwards fw4 therefore rejected every call that came in
+// through the full cone. The rule voipgw_inbound (src the WAN zone, dest voipgw's
+// zone, proto udp, ACCEPT; fw4 renders it in forward_<wan> as `meta l4proto udp
+// counter jump accept_to_voipgw`) lets them pass fw4. It exists only while the full
+// cone is on (config nat enabled): without it voipgw lets no new flow in, so fw4
+// need not either.
 //
-// What is computed here is pure: the desired zone from voipgw's config and the
+// The zone only permits; voipgw's table stays the authority for what the phones may
+// reach and what may reach them (a drop in any table is final): forward to WAN is
+// allowed by fw4 and then narrowed to the allowlist by voipgw; forward to LAN has no
+// fw4 forwarding (fw4's default forward policy refuses it) and is dropped by voipgw
+// first; input is ACCEPT in fw4 and narrowed to DHCP/DNS/NTP/ping by voipgw's input
+// chain; new inbound UDP from WAN is allowed by fw4's rule and narrowed by voip_in to
+// what came through a mapping (ct status dnat) or a pinhole, under nat.filtering;
+// everything else it drops and counts (blocked_inbound).
+//
+// What is computed here is pure: the desired sections from voipgw's config and the
 // current network and firewall files, and the `uci batch` commands that make the
-// firewall file hold it. The OpenWrt init script feeds them to uci and reloads fw4.
+// firewall file hold them. The OpenWrt init script feeds them to uci and reloads fw4.
 
 import (
 	"fmt"
@@ -76,7 +94,11 @@ func runBeforeFW4(t *Table) {
 const (
 	FW4ZoneSection       = "voipgw_zone"
 	FW4ForwardingSection = "voipgw_wan"
+	FW4InboundSection    = "voipgw_inbound"
 	FW4ZoneName          = "voipgw"
+	// FW4InboundName is the inbound rule's name, which LuCI lists and fw4 puts in
+	// the rule's comment ("!fw4: …"; nft keeps at most 128 bytes of a comment).
+	FW4InboundName = "voipgw: UDP to the phones via full-cone mappings and pinholes"
 )
 
 // FW4Zone is the firewall4 state voipgw needs.
@@ -88,6 +110,11 @@ type FW4Zone struct {
 	// sip.alg '1'); by default the zone says auto_helper '0', or fw4 would attach the
 	// SIP helper (the ALG the provider says to switch off) to the phones' traffic.
 	KeepHelpers bool
+	// Inbound lets new UDP flows from the WAN zone into the zone (the rule
+	// FW4InboundSection): set while voipgw's full cone is on (config nat enabled),
+	// whose mappings and pinholes are such flows. voipgw's voip_in still decides
+	// which of them reach a phone.
+	Inbound bool
 }
 
 // FW4ZoneFor computes the zone for the VoIP interface voipIf with forwarding to the
@@ -184,14 +211,16 @@ func (z FW4Zone) autoHelper() string {
 	return "0"
 }
 
-func (z FW4Zone) sections() []struct {
+// fw4Section is one of voipgw's named sections in /etc/config/firewall.
+type fw4Section struct {
 	name, typ string
 	opts      []fw4Option
-} {
-	return []struct {
-		name, typ string
-		opts      []fw4Option
-	}{
+}
+
+// sections are voipgw's sections that z wants in the firewall file; absent returns
+// those of voipgw's that it wants gone.
+func (z FW4Zone) sections() (want, absent []fw4Section) {
+	want = []fw4Section{
 		{FW4ZoneSection, "zone", []fw4Option{
 			{name: "name", values: []string{z.Name}},
 			{name: "device", values: []string{z.Device}, list: true},
@@ -211,16 +240,33 @@ func (z FW4Zone) sections() []struct {
 			{name: "dest", values: []string{z.WANZone}},
 		}},
 	}
+	inbound := fw4Section{FW4InboundSection, "rule", []fw4Option{
+		{name: "name", values: []string{FW4InboundName}},
+		{name: "src", values: []string{z.WANZone}},
+		{name: "dest", values: []string{z.Name}},
+		// udp only: the full cone maps UDP, pinhole6 opens UDP ports. No family
+		// (both), no ports, no addresses: which flows are mappings or pinholes,
+		// and from whom, only voipgw's table knows (its sets and allowlist).
+		{name: "proto", values: []string{"udp"}},
+		{name: "target", values: []string{"ACCEPT"}},
+	}}
+	if z.Inbound {
+		return append(want, inbound), nil
+	}
+	return want, []fw4Section{inbound}
 }
 
 // FW4Commands returns the `uci batch` commands that make fw (the current
 // /etc/config/firewall, may be nil) hold the zone; none when it already does.
 // Options the admin added to voipgw's sections (e.g. log) are left alone; the
 // options voipgw owns are set to its values. A section of voipgw's name but of
-// another type is the admin's: it is an error, never overwritten.
+// another type is the admin's: it is an error, never overwritten (and, where voipgw
+// wants no section of that name, left alone). voipgw's inbound rule is deleted when
+// z does not want it (the full cone was switched off).
 func FW4Commands(z FW4Zone, fw *uci.File) ([]string, error) {
 	var cmds []string
-	for _, want := range z.sections() {
+	sections, absent := z.sections()
+	for _, want := range sections {
 		cur := findSection(fw, want.name)
 		if cur != nil && cur.Type != want.typ {
 			return nil, fmt.Errorf("firewall.%s is a %s section, not voipgw's %s: rename it, voipgw needs that name", want.name, cur.Type, want.typ)
@@ -249,6 +295,11 @@ func FW4Commands(z FW4Zone, fw *uci.File) ([]string, error) {
 			}
 		}
 	}
+	for _, gone := range absent {
+		if cur := findSection(fw, gone.name); cur != nil && cur.Type == gone.typ {
+			cmds = append(cmds, "delete firewall."+gone.name)
+		}
+	}
 	return cmds, nil
 }
 
@@ -257,7 +308,8 @@ func FW4Commands(z FW4Zone, fw *uci.File) ([]string, error) {
 // not voipgw's and stay.
 func FW4RemoveCommands(fw *uci.File) []string {
 	var cmds []string
-	for _, s := range []struct{ name, typ string }{{FW4ForwardingSection, "forwarding"}, {FW4ZoneSection, "zone"}} {
+	// The rule and the forwarding before the zone they name.
+	for _, s := range []struct{ name, typ string }{{FW4InboundSection, "rule"}, {FW4ForwardingSection, "forwarding"}, {FW4ZoneSection, "zone"}} {
 		if cur := findSection(fw, s.name); cur != nil && cur.Type == s.typ {
 			cmds = append(cmds, "delete firewall."+s.name)
 		}

@@ -201,6 +201,95 @@ config forwarding 'voipgw_wan'
 	}
 }
 
+// The inbound rule (full cone on): added after the zone and forwarding, kept in
+// step with the WAN zone, deleted when the full cone goes off, removed with the
+// rest; a foreign section of its name is refused while voipgw needs the name and
+// left alone otherwise.
+func TestFW4InboundRule(t *testing.T) {
+	z := FW4Zone{Name: FW4ZoneName, Device: "voice", WANZone: "wan", Inbound: true}
+	noNAT := z
+	noNAT.Inbound = false
+	stockFW := readUCI(t, "../uci/testdata/firewall")
+	rule := []string{
+		"set firewall.voipgw_inbound=rule",
+		"set firewall.voipgw_inbound.name='" + FW4InboundName + "'",
+		"set firewall.voipgw_inbound.src='wan'",
+		"set firewall.voipgw_inbound.dest='voipgw'",
+		"set firewall.voipgw_inbound.proto='udp'",
+		"set firewall.voipgw_inbound.target='ACCEPT'",
+	}
+	noRule := mustCommands(t, noNAT, stockFW)
+	withoutRule := applyBatch(t, stockFW, noRule)
+	all := mustCommands(t, z, stockFW)
+	if want := slices.Concat(noRule, rule); !slices.Equal(all, want) {
+		t.Fatalf("stock firewall, full cone on:\n%s\nwant:\n%s", strings.Join(all, "\n"), strings.Join(want, "\n"))
+	}
+	withRule := applyBatch(t, stockFW, all)
+	if s := findSection(withRule, FW4InboundSection); s == nil || s.Type != "rule" {
+		t.Fatalf("no rule %s after the batch:\n%s", FW4InboundSection, uci.Format(withRule))
+	}
+
+	tests := []struct {
+		name string
+		z    FW4Zone
+		fw   *uci.File
+		want []string
+	}{
+		{name: "in step: nothing to do", z: z, fw: withRule},
+		{name: "full cone off, no rule: nothing to do", z: noNAT, fw: withoutRule},
+		{name: "full cone switched on: only the rule is added", z: z, fw: withoutRule, want: rule},
+		{name: "full cone switched off: only the rule goes", z: noNAT, fw: withRule, want: []string{"delete firewall.voipgw_inbound"}},
+		{name: "WAN zone renamed: the forwarding's dest and the rule's src change", z: FW4Zone{Name: FW4ZoneName, Device: "voice", WANZone: "internet", Inbound: true}, fw: withRule,
+			want: []string{"set firewall.voipgw_wan.dest='internet'", "set firewall.voipgw_inbound.src='internet'"}},
+		{name: "a widened rule is narrowed to udp again; the admin's own option stays", z: z, fw: applyBatch(t, withRule, []string{
+			"set firewall.voipgw_inbound.proto='all'", "set firewall.voipgw_inbound.log='1'"}),
+			want: []string{"set firewall.voipgw_inbound.proto='udp'"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmds := mustCommands(t, tt.z, tt.fw)
+			if !slices.Equal(cmds, tt.want) {
+				t.Fatalf("commands:\n%s\nwant:\n%s", strings.Join(cmds, "\n"), strings.Join(tt.want, "\n"))
+			}
+			after := applyBatch(t, tt.fw, cmds)
+			if again := mustCommands(t, tt.z, after); len(again) != 0 {
+				t.Errorf("after applying, still commands: %q", again)
+			}
+			if s := findSection(after, FW4InboundSection); (s != nil) != tt.z.Inbound {
+				t.Errorf("rule present %v, want %v", s != nil, tt.z.Inbound)
+			}
+			if strings.Contains(tt.name, "admin's own option") {
+				if o, ok := findSection(after, FW4InboundSection).Get("log"); !ok || o.Values[0] != "1" {
+					t.Errorf("the admin's option log was lost")
+				}
+			}
+		})
+	}
+
+	t.Run("removal deletes the rule first, then the forwarding and the zone", func(t *testing.T) {
+		cmds := FW4RemoveCommands(withRule)
+		if want := []string{"delete firewall.voipgw_inbound", "delete firewall.voipgw_wan", "delete firewall.voipgw_zone"}; !slices.Equal(cmds, want) {
+			t.Fatalf("remove commands %q, want %q", cmds, want)
+		}
+		if got, orig := uci.Format(applyBatch(t, withRule, cmds)), uci.Format(stockFW); got != orig {
+			t.Errorf("after removal the file differs from the original:\n%s", got)
+		}
+	})
+
+	t.Run("a foreign section named voipgw_inbound", func(t *testing.T) {
+		foreign := applyBatch(t, withoutRule, []string{"set firewall.voipgw_inbound=redirect", "set firewall.voipgw_inbound.name='the admin port forward'"})
+		if _, err := FW4Commands(z, foreign); err == nil || !strings.Contains(err.Error(), "firewall.voipgw_inbound is a redirect section") {
+			t.Errorf("full cone on: err = %v, want a refusal naming firewall.voipgw_inbound", err)
+		}
+		if cmds := mustCommands(t, noNAT, foreign); len(cmds) != 0 {
+			t.Errorf("full cone off: the admin's section must stay, got %q", cmds)
+		}
+		if cmds := FW4RemoveCommands(foreign); slices.Contains(cmds, "delete firewall.voipgw_inbound") {
+			t.Errorf("removal would delete the admin's section: %q", cmds)
+		}
+	})
+}
+
 func mustCommands(t *testing.T, z FW4Zone, fw *uci.File) []string {
 	t.Helper()
 	cmds, err := FW4Commands(z, fw)

@@ -21,12 +21,12 @@ var fw4Flags struct {
 
 func init() {
 	register("fw4-zone", command{order: 70,
-		summary: "OpenWrt: print the uci batch that gives the VoIP interface its firewall4 zone (nothing when in step)",
+		summary: "OpenWrt: print the uci batch that gives the VoIP interface its firewall4 zone, forwarding and inbound rule (nothing when in step)",
 		run:     cmdFW4Zone,
 		flags: func(fs *flag.FlagSet, o *options) {
 			fs.StringVar(&fw4Flags.network, "network", "/etc/config/network", "netifd config, to find the WAN zone")
 			fs.StringVar(&fw4Flags.firewall, "firewall", "/etc/config/firewall", "firewall4 config")
-			fs.BoolVar(&fw4Flags.remove, "remove", false, "print the commands that remove voipgw's zone and forwarding instead")
+			fs.BoolVar(&fw4Flags.remove, "remove", false, "print the commands that remove voipgw's zone, forwarding and inbound rule instead")
 		},
 	})
 }
@@ -61,6 +61,9 @@ func cmdFW4Zone(ctx context.Context, o *options, out io.Writer, log *slog.Logger
 			return err
 		}
 		z.KeepHelpers = cfg.SIP.ALG
+		// The full cone's mappings and pinholes are new inbound flows fw4 must let
+		// pass; without it voipgw lets none in, and fw4's rule goes (or never comes).
+		z.Inbound = cfg.NAT.Enabled
 		if cmds, err = firewall.FW4Commands(z, fw); err != nil {
 			return err
 		}

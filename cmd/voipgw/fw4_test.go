@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -721,41 +724,94 @@ func TestGuardBackoff(t *testing.T) {
 }
 
 // `voipgw fw4-zone` on the stock OpenWrt files prints the batch; run in-process.
+// With the full cone on (the default) it adds the inbound rule; a second run on
+// the result prints nothing; --remove takes all three sections out again; with
+// `nat enabled '0'` there is no rule, and an existing one is deleted.
 func TestFW4ZoneCommand(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "voipgw")
 	if err := os.WriteFile(cfg, []byte(guardConfig), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	noNAT := filepath.Join(dir, "voipgw-nonat")
+	if err := os.WriteFile(noNAT, []byte(guardConfig+"\nconfig nat 'nat'\n\toption enabled '0'\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stock := stockFirewall(t)
+	fwFile := func(f *uci.File) string {
+		path := filepath.Join(t.TempDir(), "firewall")
+		if err := os.WriteFile(path, []byte(uci.Format(f)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
 	// guardConfig's WAN is wan0; the stock network file's WAN device is wan, so the
 	// zone is found by its name.
+	fw4Zone := func(config string, fw *uci.File, remove bool) []string {
+		t.Helper()
+		args := []string{"fw4-zone", "--config", config, "--network", "../../uci/testdata/network", "--firewall", fwFile(fw)}
+		if remove {
+			args = append(args, "--remove")
+		}
+		var out, errb bytes.Buffer
+		if code := run(args, &out, &errb); code != 0 {
+			t.Fatalf("%q: exit %d: %s", args, code, errb.String())
+		}
+		if out.Len() == 0 {
+			return nil
+		}
+		return strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	}
+	apply := func(fw *uci.File, cmds []string) *uci.File {
+		t.Helper()
+		f, err := ucitest.Apply(fw, "firewall", cmds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	zoneAndForwarding := []string{
+		"set firewall.voipgw_zone=zone",
+		"set firewall.voipgw_zone.name='voipgw'",
+		"add_list firewall.voipgw_zone.device='trunk0'",
+		"set firewall.voipgw_zone.input='ACCEPT'",
+		"set firewall.voipgw_zone.output='ACCEPT'",
+		"set firewall.voipgw_zone.forward='REJECT'",
+		"set firewall.voipgw_zone.auto_helper='0'",
+		"set firewall.voipgw_wan=forwarding",
+		"set firewall.voipgw_wan.src='voipgw'",
+		"set firewall.voipgw_wan.dest='wan'",
+	}
+	inbound := []string{
+		"set firewall.voipgw_inbound=rule",
+		"set firewall.voipgw_inbound.name='voipgw: UDP to the phones via full-cone mappings and pinholes'",
+		"set firewall.voipgw_inbound.src='wan'",
+		"set firewall.voipgw_inbound.dest='voipgw'",
+		"set firewall.voipgw_inbound.proto='udp'",
+		"set firewall.voipgw_inbound.target='ACCEPT'",
+	}
+	check := func(name string, got, want []string) {
+		t.Helper()
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: output:\n%s\nwant:\n%s", name, strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+	}
+
+	cmds := fw4Zone(cfg, stock, false)
+	check("full cone on, stock firewall", cmds, slices.Concat(zoneAndForwarding, inbound))
+	with := apply(stock, cmds)
+	check("full cone on, in step", fw4Zone(cfg, with, false), nil)
+	rm := fw4Zone(cfg, with, true)
+	check("--remove", rm, []string{"delete firewall.voipgw_inbound", "delete firewall.voipgw_wan", "delete firewall.voipgw_zone"})
+	if got := uci.Format(apply(with, rm)); got != uci.Format(stock) {
+		t.Errorf("after --remove's batch the file is not the stock one:\n%s", got)
+	}
+	check("--remove on a file without voipgw's sections", fw4Zone(cfg, stock, true), nil)
+
+	check("full cone off, stock firewall: no inbound rule", fw4Zone(noNAT, stock, false), zoneAndForwarding)
+	check("full cone switched off: the inbound rule goes", fw4Zone(noNAT, with, false), []string{"delete firewall.voipgw_inbound"})
+
 	var out, errb bytes.Buffer
-	code := run([]string{"fw4-zone", "--config", cfg, "--network", "../../uci/testdata/network", "--firewall", "../../uci/testdata/firewall"}, &out, &errb)
-	if code != 0 {
-		t.Fatalf("exit %d: %s", code, errb.String())
-	}
-	want := `set firewall.voipgw_zone=zone
-set firewall.voipgw_zone.name='voipgw'
-add_list firewall.voipgw_zone.device='trunk0'
-set firewall.voipgw_zone.input='ACCEPT'
-set firewall.voipgw_zone.output='ACCEPT'
-set firewall.voipgw_zone.forward='REJECT'
-set firewall.voipgw_zone.auto_helper='0'
-set firewall.voipgw_wan=forwarding
-set firewall.voipgw_wan.src='voipgw'
-set firewall.voipgw_wan.dest='wan'
-`
-	if out.String() != want {
-		t.Errorf("output:\n%s\nwant:\n%s", out.String(), want)
-	}
-
-	out.Reset()
-	if code := run([]string{"fw4-zone", "--remove", "--firewall", "../../uci/testdata/firewall"}, &out, &errb); code != 0 || out.Len() != 0 {
-		t.Errorf("--remove on a file without voipgw's sections: exit %d, output %q", code, out.String())
-	}
-
-	out.Reset()
-	errb.Reset()
 	if code := run([]string{"fw4-zone", "--config", cfg, "--firewall", filepath.Join(dir, "missing")}, &out, &errb); code != exitFailed || !strings.Contains(errb.String(), "firewall4 is not installed") {
 		t.Errorf("missing firewall file: exit %d, stderr %q", code, errb.String())
 	}
@@ -805,4 +861,102 @@ func withoutMeters(s string) string {
 		out = append(out, l)
 	}
 	return strings.Join(out, "\n")
+}
+
+// The full cone beside firewall4: a phone registers with one platform address and
+// a second one calls it through the mapping (IPv4: nat_dstnat's DNAT; IPv6: the
+// pinhole). fw4 is rendered from the stock firewall config plus what `voipgw
+// fw4-zone` adds, with no port forward, so fw4's wan zone has no `ct status dnat
+// accept`: fw4 lets these new inbound flows through only if voipgw's config says
+// so. voipgw's voip_in stays the authority: new inbound flows that came neither
+// through a mapping nor through a pinhole are dropped and counted by voipgw,
+// whatever fw4 permits.
+func TestFW4FullConeInboundInLab(t *testing.T) {
+	const port = 41200
+	l, gw := newLab(t)
+	gw.mustRun("apply") // the lab config: nat on, filtering provider
+	ruleset := fw4RulesetFor(t, withVoipgw(t, gw, stockFirewall(t)), nil)
+	if strings.Contains(ruleset, "ct status dnat") {
+		t.Fatalf("fw4's ruleset accepts DNATed flows without a port forward; fw4 does not:\n%s", ruleset)
+	}
+	fw4LoadRuleset(t, l.GW, "start", ruleset)
+
+	wan := lab.WANGateway.Addr()
+	p4 := listenPhone(t, l.Phone1, lab.Phone1Addr.Addr(), port)
+	p6 := listenPhone(t, l.Phone1, lab.Phone1Addr6.Addr(), port)
+	// The REGISTERs (one datagram each, answered): the mapping and the pinhole.
+	m4 := mappedOnce(t, p4, ap(lab.SBC, 5060))
+	if m4 != ap(wan, port) {
+		t.Fatalf("phone1 mapped to %s, want %s", m4, ap(wan, port))
+	}
+	mappedOnce(t, p6, ap(lab.SBC6, 5060))
+
+	t.Run("a second platform address reaches the phone through its mapping and its pinhole", func(t *testing.T) {
+		t.Logf("fw4's forward_wan:\n%s", fw4Chain(t, l.GW, "forward_wan"))
+		n := counter(t, gw, firewall.CounterNATInbound)
+		if !unsolicited(t, l, ap(lab.SBC2, 40300), m4, p4) {
+			t.Errorf("IPv4: %s did not reach phone1 through its mapping %s with fw4 loaded", lab.SBC2, m4)
+		}
+		// The only IPv6 platform address of the lab, from another port: a new flow.
+		if !unsolicited(t, l, ap(lab.SBC6, 40301), ap(lab.Phone1Addr6.Addr(), port), p6) {
+			t.Errorf("IPv6: %s:40301 did not reach phone1 through its pinhole with fw4 loaded", lab.SBC6)
+		}
+		if got := counter(t, gw, firewall.CounterNATInbound); got != n+2 {
+			t.Errorf("nat_inbound %d → %d, want +2 (voipgw accepted both)", n, got)
+		}
+		// And fw4 let them pass by voipgw's rule (its counter; the REGISTERs' answers
+		// were established flows, accepted before forward_wan).
+		if got := fw4RuleCount(t, l.GW, "forward_wan", "accept_to_voipgw"); got != 2 {
+			t.Errorf("fw4's rule from wan to voipgw's zone counted %d packets, want 2 (-1: no such rule)", got)
+		}
+	})
+
+	t.Run("voipgw still drops and counts what came through neither", func(t *testing.T) {
+		for _, c := range []struct {
+			name     string
+			src, dst netip.AddrPort
+		}{
+			{"IPv4 straight to the phone's address", ap(lab.Unlisted, 0), ap(lab.Phone1Addr.Addr(), 5060)},
+			{"IPv4 from the platform to a port without a mapping", ap(lab.SBC2, 0), ap(lab.Phone1Addr.Addr(), port+1)},
+			{"IPv6 to a port without a pinhole", ap(lab.SBC6, 0), ap(lab.Phone1Addr6.Addr(), port+1)},
+			{"IPv6 from a non-platform host to the pinhole (filtering provider)", ap(lab.Unlisted6, 0), ap(lab.Phone1Addr6.Addr(), port)},
+		} {
+			n := counter(t, gw, firewall.CounterInbound)
+			expect(t, l.Inet, "udp", c.src, c.dst, lab.Silent)
+			if got := counter(t, gw, firewall.CounterInbound); got != n+1 {
+				t.Errorf("%s: blocked_inbound %d → %d, want +1", c.name, n, got)
+			}
+		}
+		// voipgw's forward chain runs first and dropped them: fw4's rule, which would
+		// have let them pass, never saw one.
+		if got := fw4RuleCount(t, l.GW, "forward_wan", "accept_to_voipgw"); got != 2 {
+			t.Errorf("fw4's rule from wan to voipgw's zone counted %d packets, want still 2 (-1: no such rule)", got)
+		}
+	})
+}
+
+// fw4Chain is fw4's chain as nft lists it.
+func fw4Chain(t *testing.T, ns *lab.NS, chain string) string {
+	t.Helper()
+	out, err := ns.Run("nft", "list", "chain", "inet", "fw4", chain)
+	if err != nil {
+		t.Fatalf("nft list chain inet fw4 %s: %v", chain, err)
+	}
+	return out
+}
+
+// fw4RuleCount is the packet counter of fw4's rule in chain that jumps to
+// jumpTo, as fw4 renders a rule (-1: no such rule).
+func fw4RuleCount(t *testing.T, ns *lab.NS, chain, jumpTo string) int {
+	t.Helper()
+	re := regexp.MustCompile(`counter packets (\d+) bytes \d+ jump ` + regexp.QuoteMeta(jumpTo) + ` `)
+	m := re.FindStringSubmatch(fw4Chain(t, ns, chain))
+	if m == nil {
+		return -1
+	}
+	n, err := strconv.Atoi(m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
