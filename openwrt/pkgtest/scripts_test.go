@@ -177,7 +177,10 @@ STATE=` + state + `
 }
 
 func TestInitScript(t *testing.T) {
-	zone := "ZONE_CMDS=set firewall.voipgw_zone=zone\nset firewall.voipgw_zone.name='voipgw'"
+	// What voipgw fw4-zone prints (abridged), with the inbound rule's name: spaces
+	// and a colon that must reach uci as one line.
+	zone := "ZONE_CMDS=set firewall.voipgw_zone=zone\nset firewall.voipgw_zone.name='voipgw'\n" +
+		"set firewall.voipgw_inbound.name='voipgw: UDP to the phones via full-cone mappings and pinholes'"
 	for _, sh := range shells(t) {
 		name := filepath.Base(sh[0])
 		t.Run(name+"/start, zone in step", func(t *testing.T) {
@@ -203,6 +206,7 @@ func TestInitScript(t *testing.T) {
 				"voipgw fw4-zone --config /etc/config/voipgw",
 				"uci batch: set firewall.voipgw_zone=zone",
 				"uci batch: set firewall.voipgw_zone.name='voipgw'",
+				"uci batch: set firewall.voipgw_inbound.name='voipgw: UDP to the phones via full-cone mappings and pinholes'",
 				"uci -q commit firewall",
 				"logger -t voipgw firewall4 zone voipgw updated, reloading the firewall",
 				"fw4 -q reload",
@@ -239,11 +243,12 @@ func TestInitScript(t *testing.T) {
 			}
 		})
 		t.Run(name+"/down: stop, voipgw down, zone removed, state gone", func(t *testing.T) {
-			got, state := initHarness(t, sh, "down", true, "REMOVE_CMDS=delete firewall.voipgw_wan\ndelete firewall.voipgw_zone")
+			got, state := initHarness(t, sh, "down", true, "REMOVE_CMDS=delete firewall.voipgw_inbound\ndelete firewall.voipgw_wan\ndelete firewall.voipgw_zone")
 			want := []string{
 				"stop",
 				"voipgw down --config /etc/config/voipgw --state-dir " + state,
 				"voipgw fw4-zone --remove",
+				"uci batch: delete firewall.voipgw_inbound",
 				"uci batch: delete firewall.voipgw_wan",
 				"uci batch: delete firewall.voipgw_zone",
 				"uci -q commit firewall",
