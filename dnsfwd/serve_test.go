@@ -270,24 +270,19 @@ func TestServeStopsWithIdleTCPClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stop()
-	f, err := New(Config{Clients: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, Upstreams: []netip.AddrPort{up}, Max: 8}, newFake(8))
-	if err != nil {
-		t.Fatal(err)
-	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- f.Serve(ctx, nil, []net.Listener{ln}) }()
+	s := serveForwarder(t, up, false, ln)
 	c, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	time.Sleep(50 * time.Millisecond)
-	cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.stop() }()
 	select {
 	case err := <-done:
 		if err != nil {
@@ -402,19 +397,8 @@ func TestUDPWorkers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stop()
-	f, err := New(Config{Clients: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, Upstreams: []netip.AddrPort{up}, Max: 8}, newFake(8))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := pc.LocalAddr().(*net.UDPAddr).AddrPort()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- f.Serve(ctx, []net.PacketConn{pc}, nil) }()
-	defer func() { cancel(); <-done }()
+	s := serveForwarder(t, up, true)
+	addr := s.addr
 
 	const burst = 32
 	var wg sync.WaitGroup
@@ -440,11 +424,9 @@ func TestUDPWorkers(t *testing.T) {
 	if n := workersIn(); n < 1 || n > maxIdleWorkers {
 		t.Errorf("%d workers wait after the burst, want 1..%d", n, maxIdleWorkers)
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := s.stop(); err != nil {
 		t.Errorf("Serve: %v", err)
 	}
-	done <- nil // for the deferred receive
 	if n := workersIn(); n != 0 {
 		t.Errorf("%d workers are left after Serve returned", n)
 	}
@@ -484,18 +466,8 @@ func TestUpstreamSocketPerQuery(t *testing.T) {
 	up := upc.LocalAddr().(*net.UDPAddr).AddrPort()
 
 	before := openFDs(t)
-	f, err := New(Config{Clients: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, Upstreams: []netip.AddrPort{up}, Max: 8}, newFake(8))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := pc.LocalAddr().(*net.UDPAddr).AddrPort()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- f.Serve(ctx, []net.PacketConn{pc}, nil) }()
+	s := serveForwarder(t, up, true)
+	addr := s.addr
 
 	const n = 20
 	for i := range n {
@@ -506,8 +478,7 @@ func TestUpstreamSocketPerQuery(t *testing.T) {
 			t.Fatalf("query %d: %v", i, err)
 		}
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := s.stop(); err != nil {
 		t.Errorf("Serve: %v", err)
 	}
 	mu.Lock()
@@ -527,4 +498,36 @@ func TestUpstreamSocketPerQuery(t *testing.T) {
 	if after := openFDs(t); after > before {
 		t.Errorf("%d file descriptors open after Serve returned, %d before: sockets are left open", after, before)
 	}
+}
+
+// served is a forwarder for 127.0.0.0/8 asking up, serving until stop.
+type served struct {
+	addr netip.AddrPort // its UDP socket (zero without one)
+	stop func() error   // ends Serve and returns what it returned; also at the test's end
+}
+
+// serveForwarder serves a new forwarder on a UDP socket of its own (if udp) and lns.
+func serveForwarder(t *testing.T, up netip.AddrPort, udp bool, lns ...net.Listener) served {
+	t.Helper()
+	f, err := New(Config{Clients: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, Upstreams: []netip.AddrPort{up}, Max: 8}, newFake(8))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s served
+	var pcs []net.PacketConn
+	if udp {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pcs, s.addr = []net.PacketConn{pc}, pc.LocalAddr().(*net.UDPAddr).AddrPort()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Serve(ctx, pcs, lns) }()
+	var once sync.Once
+	var serr error
+	s.stop = func() error { once.Do(func() { cancel(); serr = <-done }); return serr }
+	t.Cleanup(func() { s.stop() })
+	return s
 }

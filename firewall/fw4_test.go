@@ -183,14 +183,7 @@ config forwarding 'voipgw_wan'
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cmds := mustCommands(t, tt.z, tt.fw)
-			if !slices.Equal(cmds, tt.want) {
-				t.Fatalf("commands:\n%s\nwant:\n%s", strings.Join(cmds, "\n"), strings.Join(tt.want, "\n"))
-			}
-			after := applyBatch(t, tt.fw, cmds)
-			if again := mustCommands(t, tt.z, after); len(again) != 0 {
-				t.Errorf("after applying, still commands: %q", again)
-			}
+			after := commandsConverge(t, tt.z, tt.fw, tt.want)
 			if strings.Contains(tt.name, "admin's own option") {
 				s := findSection(after, FW4ZoneSection)
 				if o, ok := s.Get("log"); !ok || o.Values[0] != "1" {
@@ -247,14 +240,7 @@ func TestFW4InboundRule(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cmds := mustCommands(t, tt.z, tt.fw)
-			if !slices.Equal(cmds, tt.want) {
-				t.Fatalf("commands:\n%s\nwant:\n%s", strings.Join(cmds, "\n"), strings.Join(tt.want, "\n"))
-			}
-			after := applyBatch(t, tt.fw, cmds)
-			if again := mustCommands(t, tt.z, after); len(again) != 0 {
-				t.Errorf("after applying, still commands: %q", again)
-			}
+			after := commandsConverge(t, tt.z, tt.fw, tt.want)
 			if s := findSection(after, FW4InboundSection); (s != nil) != tt.z.Inbound {
 				t.Errorf("rule present %v, want %v", s != nil, tt.z.Inbound)
 			}
@@ -408,4 +394,19 @@ func TestTablePresent(t *testing.T) {
 	if present() {
 		t.Error("table present after nft delete")
 	}
+}
+
+// commandsConverge checks that the commands for z on fw are want and that, once
+// applied, they leave nothing more to do; it returns the file they make.
+func commandsConverge(t *testing.T, z FW4Zone, fw *uci.File, want []string) *uci.File {
+	t.Helper()
+	cmds := mustCommands(t, z, fw)
+	if !slices.Equal(cmds, want) {
+		t.Fatalf("commands:\n%s\nwant:\n%s", strings.Join(cmds, "\n"), strings.Join(want, "\n"))
+	}
+	after := applyBatch(t, fw, cmds)
+	if again := mustCommands(t, z, after); len(again) != 0 {
+		t.Errorf("after applying, still commands: %q", again)
+	}
+	return after
 }

@@ -41,27 +41,26 @@ type ctFlow struct {
 func conntrackFlow(t *testing.T, ns *lab.NS, src, dst netip.AddrPort) ctFlow {
 	t.Helper()
 	var r ctFlow
-	if err := ns.Do(func() error {
-		c, err := conntrack.Dial(nil)
-		if err != nil {
-			return err
+	err := eachUDPFlow(ns, func(c *conntrack.Conn, f conntrack.Flow) error {
+		o := f.TupleOrig
+		if netip.AddrPortFrom(o.IP.SourceAddress, o.Proto.SourcePort) == src && netip.AddrPortFrom(o.IP.DestinationAddress, o.Proto.DestinationPort) == dst {
+			r.found, r.offloaded, r.helper = true, f.Status.Offload(), f.Helper.Name
 		}
-		defer c.Close()
-		flows, err := c.Dump(nil)
-		if err != nil {
-			return err
-		}
-		for _, f := range flows {
-			o := f.TupleOrig
-			if o.Proto.Protocol == 17 && netip.AddrPortFrom(o.IP.SourceAddress, o.Proto.SourcePort) == src &&
-				netip.AddrPortFrom(o.IP.DestinationAddress, o.Proto.DestinationPort) == dst {
-				r.found, r.offloaded, r.helper = true, f.Status.Offload(), f.Helper.Name
+		return nil
+	})
+	if err == nil {
+		err = ns.Do(func() error {
+			c, err := conntrack.Dial(nil)
+			if err != nil {
+				return err
 			}
-		}
-		exps, err := c.DumpExpect()
-		r.expectations = len(exps)
-		return err
-	}); err != nil {
+			defer c.Close()
+			exps, err := c.DumpExpect()
+			r.expectations = len(exps)
+			return err
+		})
+	}
+	if err != nil {
 		t.Fatalf("conntrack dump: %v", err)
 	}
 	return r

@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/ti-mo/conntrack"
+	"golang.org/x/sys/unix"
 
 	"github.com/voipgw/voipgw/firewall"
 	"github.com/voipgw/voipgw/lab"
@@ -42,7 +43,22 @@ func mappedOnce(t *testing.T, c *net.UDPConn, dst netip.AddrPort) netip.AddrPort
 func deleteConntrackOf(t *testing.T, ns *lab.NS, src netip.AddrPort) int {
 	t.Helper()
 	n := 0
-	if err := ns.Do(func() error {
+	if err := eachUDPFlow(ns, func(c *conntrack.Conn, f conntrack.Flow) error {
+		if o := f.TupleOrig; o.IP.SourceAddress != src.Addr() || o.Proto.SourcePort != src.Port() {
+			return nil
+		}
+		n++
+		return c.Delete(f)
+	}); err != nil {
+		t.Fatalf("delete conntrack entries of %s: %v", src, err)
+	}
+	return n
+}
+
+// eachUDPFlow calls fn for each UDP flow in ns's conntrack table, on one
+// connection; an error of fn ends the walk.
+func eachUDPFlow(ns *lab.NS, fn func(c *conntrack.Conn, f conntrack.Flow) error) error {
+	return ns.Do(func() error {
 		c, err := conntrack.Dial(nil)
 		if err != nil {
 			return err
@@ -53,19 +69,15 @@ func deleteConntrackOf(t *testing.T, ns *lab.NS, src netip.AddrPort) int {
 			return err
 		}
 		for _, f := range flows {
-			o := f.TupleOrig
-			if o.Proto.Protocol == 17 && o.IP.SourceAddress == src.Addr() && o.Proto.SourcePort == src.Port() {
-				if err := c.Delete(f); err != nil {
-					return err
-				}
-				n++
+			if f.TupleOrig.Proto.Protocol != unix.IPPROTO_UDP {
+				continue
+			}
+			if err := fn(c, f); err != nil {
+				return err
 			}
 		}
 		return nil
-	}); err != nil {
-		t.Fatalf("delete conntrack entries of %s: %v", src, err)
-	}
-	return n
+	})
 }
 
 func writeConfig(t *testing.T, gw *gwCmd, extra string) {
